@@ -1,0 +1,144 @@
+"""The ``lmmrec`` command line: each command is a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lmmrec.errors import LmmrecError
+
+app = typer.Typer(
+    help="Multi-modal recommendation with large multi-modal encoders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dataset_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+console = Console()
+REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+
+
+def _metrics_table(title: str, rows: list[tuple[str, dict[str, float], list[str]]]) -> Table:
+    table = Table(title=title)
+    table.add_column("")
+    for metric in REPORTED:
+        table.add_column(metric, justify="right")
+    extra = rows[0][2] if rows else []
+    for name in ("epochs", "best epoch", "seconds")[: len(extra)]:
+        table.add_column(name, justify="right")
+    for label, metrics, cells in rows:
+        table.add_row(label, *(f"{metrics[m]:.4f}" for m in REPORTED), *cells)
+    return table
+
+
+@app.command()
+def demo(
+    epochs: Annotated[int, typer.Option(help="maximum epochs per model")] = 200,
+    output: Annotated[Path, typer.Option(help="parent folder of the run directories")] = Path(
+        "runs/demo"
+    ),
+) -> None:
+    """Train BPR and LightGCN on the built-in demo shop and print their test metrics."""
+    from lmmrec.data.demo import load_demo
+    from lmmrec.training import RunConfig, TrainConfig, train
+
+    console.print("[bold]lmmrec demo[/bold]: loading the built-in demo shop ...")
+    dataset = load_demo()
+    stats = dataset.statistics()
+    console.print(
+        f"{stats['users']} users, {stats['items']} items, {stats['interactions']} interactions "
+        f"({stats['items_unseen_in_train']} items never seen in training)"
+    )
+    rows = []
+    for model in ("bpr", "lightgcn"):
+        config = RunConfig(dataset="demo", model=model, output_dir=str(output),
+                           train=TrainConfig(epochs=epochs, patience=10))
+        result = train(config, dataset=dataset, resume=False).fit
+        rows.append((model, result.test,
+                     [str(result.epochs_run), str(result.best_epoch), f"{result.seconds:.1f}"]))
+    console.print(_metrics_table("demo: test metrics at the best validation epoch", rows))
+    console.print(f"run directories under {output}/")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    dataset: Annotated[str | None, typer.Option(help="'demo', a dataset folder or a table")] = None,
+    model: Annotated[str | None, typer.Option(help="model name (see `lmmrec models`)")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML run configuration")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run")] = True,
+) -> None:
+    """Train a model; extra KEY=VALUE arguments override configuration keys (e.g. lr=0.01)."""
+    from lmmrec.training import load_run_config
+    from lmmrec.training import train as train_run
+
+    overrides = list(ctx.args)
+    overrides += [f"dataset={dataset}"] if dataset else []
+    overrides += [f"model={model}"] if model else []
+    run_config = load_run_config(config, overrides)
+    result = train_run(run_config, resume=resume)
+    fit = result.fit
+    console.print(_metrics_table(
+        f"{run_config.model} on {run_config.dataset}: test at the best validation epoch",
+        [(run_config.model, fit.test, [str(fit.epochs_run), str(fit.best_epoch),
+                                       f"{fit.seconds:.1f}"])],
+    ))
+    console.print(f"run directory: {result.run_dir}")
+
+
+@app.command()
+def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+    """Re-evaluate a run's best checkpoint on the validation and test splits."""
+    from lmmrec.training import evaluate_run
+
+    results = evaluate_run(run_dir)
+    console.print(_metrics_table(str(run_dir), [(s, m, []) for s, m in results.items()]))
+
+
+@app.command()
+def models() -> None:
+    """List the registered models and their hyper-parameters."""
+    from lmmrec.models import get, names
+
+    table = Table(title="models")
+    for column in ("name", "features", "hyper-parameters (defaults)"):
+        table.add_column(column)
+    for name in names():
+        cls = get(name)
+        params = ", ".join(f"{k}={v}" for k, v in cls.config_class().model_dump().items())
+        table.add_row(name, "yes" if cls.needs_features else "no", params)
+    console.print(table)
+
+
+@dataset_app.command("info")
+def dataset_info(source: Annotated[str, typer.Argument(help="'demo', a folder or a table")]) -> None:
+    """Statistics of a dataset: users, items, interactions, sparsity, split sizes."""
+    from lmmrec.data import load_dataset
+
+    stats = load_dataset(source).statistics()
+    table = Table(title=f"dataset {stats['name']}")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        text = f"{value:.6f}" if isinstance(value, float) else str(value)
+        table.add_row(key.replace("_", " "), text)
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit with status 1, no traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    warnings.simplefilter("default")
+    try:
+        app()
+    except LmmrecError as error:
+        Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,66 @@
+"""LightGCN: linear propagation on the user-item graph, layer outputs averaged.
+
+He, Deng, Wang, Li, Zhang, Wang. "LightGCN: Simplifying and Powering Graph Convolution Network for
+Recommendation." SIGIR 2020. Propagation Eq. 7 (matrix form) :math:`E^{(k+1)} = \\hat A E^{(k)}`,
+final :math:`E = \\frac{1}{K+1}\\sum_{k=0}^{K} E^{(k)}` (Eq. 8, :math:`\\alpha_k = 1/(K+1)`).
+The regulariser is on the layer-0 (ego) embeddings of the batch, as in the paper and MMRec.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from lmmrec.data.sampling import Batch
+from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
+from lmmrec.models.graph import normalized_adjacency, propagate, to_torch_csr
+from lmmrec.models.losses import bpr_loss, embedding_norm_penalty
+from lmmrec.models.registry import register
+
+
+class LightGCNConfig(ModelConfig):
+    embedding_size: int = Field(64, gt=0, description="D, size of the ego embeddings")
+    n_layers: int = Field(3, ge=0, description="K, propagation layers (paper: 3)")
+    reg_weight: float = Field(
+        1e-4, ge=0, description="weight of the ego-embedding norm penalty (MMRec grid 1e-6 .. 1e-2)"
+    )
+
+
+@register
+class LightGCN(Recommender):
+    """Ego embeddings ``E0 [U + I, D]`` propagated K times over the normalised adjacency."""
+
+    name = "lightgcn"
+    config_class = LightGCNConfig
+    config: LightGCNConfig
+
+    def __init__(self, config: LightGCNConfig, inputs: ModelInputs) -> None:
+        super().__init__(config, inputs)
+        self.user_embedding = nn.Parameter(torch.empty(self.n_users, config.embedding_size))
+        self.item_embedding = nn.Parameter(torch.empty(self.n_items, config.embedding_size))
+        nn.init.xavier_uniform_(self.user_embedding)
+        nn.init.xavier_uniform_(self.item_embedding)
+        self.register_buffer(
+            "adjacency", to_torch_csr(normalized_adjacency(inputs.train)), persistent=False
+        )
+
+    def embed(self, item_feats: ItemFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = torch.cat([self.user_embedding, self.item_embedding])  # [U + I, D]
+        total = layer
+        for _ in range(self.config.n_layers):
+            layer = propagate(self.adjacency, layer)  # [U + I, D]
+            total = total + layer
+        final = total / (self.config.n_layers + 1)  # [U + I, D], Eq. 8
+        return final[: self.n_users], final[self.n_users :]
+
+    def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
+        users, items = self.embed(item_feats)
+        user, pos, neg = users[batch.users], items[batch.pos_items], items[batch.neg_items]
+        ranking = bpr_loss((user * pos).sum(-1), (user * neg).sum(-1))
+        ego = (
+            self.user_embedding[batch.users],
+            self.item_embedding[batch.pos_items],
+            self.item_embedding[batch.neg_items],
+        )
+        return ranking + self.config.reg_weight * embedding_norm_penalty(*ego)

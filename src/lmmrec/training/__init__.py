@@ -1,0 +1,16 @@
+"""Training: the runtime (device, precision, processes), the trainer loop and training runs."""
+
+from lmmrec.training.config import RunConfig, TrainConfig, load_run_config
+from lmmrec.training.run import RunResult, evaluate_run, train
+from lmmrec.training.trainer import FitResult, Trainer
+
+__all__ = [
+    "FitResult",
+    "RunConfig",
+    "RunResult",
+    "TrainConfig",
+    "Trainer",
+    "evaluate_run",
+    "load_run_config",
+    "train",
+]

@@ -1,0 +1,153 @@
+"""Typed run configuration: YAML files plus ``key=value`` command-line overrides.
+
+Precedence, lowest first: the defaults written here and in each model's config class -> a YAML
+file (``--config``) -> command-line overrides. Unknown keys are errors at every layer.
+
+Override keys: ``train.lr=0.01`` and ``model.n_layers=2`` address a section explicitly; a bare
+key (``lr=0.01``, ``n_layers=2``) goes to the run settings if it names one, then to the training
+settings, and otherwise to the model's hyper-parameters (which the model's config validates).
+Values are parsed as YAML scalars (``1e-3`` -> float, ``true`` -> bool, ``[5,10]`` -> list).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lmmrec.errors import ConfigError
+from lmmrec.evaluation.metrics import parse_metric
+from lmmrec.training.runtime import DeviceChoice, PrecisionChoice
+
+
+class TrainConfig(BaseModel):
+    """How a model is trained and selected (defaults: MMRec ``overall.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(1000, gt=0, description="maximum training epochs")
+    batch_size: int = Field(2048, gt=0, description="training triples per step")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="Adam L2 weight decay")
+    lr_decay: float = Field(
+        1.0, gt=0, description="learning rate factor per lr_decay_step epochs (lr * f**(e/step))"
+    )
+    lr_decay_step: int = Field(50, gt=0, description="epochs over which lr_decay applies once")
+    patience: int = Field(
+        20, gt=0, description="stop after this many evaluations without a better valid metric"
+    )
+    valid_metric: str = Field("recall@20", description="model-selection metric on validation")
+    eval_every: int = Field(1, gt=0, description="evaluate on validation every N epochs")
+    ks: list[int] = Field([5, 10, 20, 50], description="cut-offs K of the reported metrics")
+    eval_batch_size: int = Field(4096, gt=0, description="users per scoring block")
+    mask_valid_at_test: bool = Field(
+        False, description="also mask validation items when ranking for test (MMRec: no)"
+    )
+    seed: int = Field(2022, description="seeds initialisation, shuffling and negatives")
+    device: DeviceChoice = Field("auto", description="auto (CUDA when present), cpu or cuda")
+    precision: PrecisionChoice = Field("auto", description="auto (bf16 on CUDA), fp32 or bf16")
+
+    @field_validator("valid_metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        parse_metric(value)
+        return value.lower()
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, value: list[int]) -> list[int]:
+        if not value or min(value) <= 0:
+            raise ValueError(f"ks must be positive integers, got {value}")
+        return sorted(set(value))
+
+    def model_post_init(self, context: Any) -> None:
+        _, k = parse_metric(self.valid_metric)
+        if k not in self.ks:
+            self.ks = sorted({*self.ks, k})
+
+
+class RunConfig(BaseModel):
+    """One training run: which data, which model with which hyper-parameters, how to train."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field("demo", description="'demo', a dataset folder, an MMRec folder or a table")
+    model: str = Field("bpr", description="registered model name (`lmmrec models`)")
+    model_params: dict[str, Any] = Field(default_factory=dict, description="model hyper-parameters")
+    features: str | None = Field(None, description="feature set name (multi-modal models)")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: str = Field("runs", description="parent folder of run directories")
+    name: str | None = Field(None, description="run directory name (default: <dataset>-<model>)")
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. train.lr=0.01)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; numbers win here
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of the raw config ``data`` with ``key=value`` overrides applied."""
+    data = {**data, "train": dict(data.get("train") or {}),
+            "model_params": dict(data.get("model_params") or {})}
+    run_keys = set(RunConfig.model_fields) - {"train", "model_params"}
+    train_keys = set(TrainConfig.model_fields)
+    for text in overrides:
+        path, value = _parse_override(text)
+        if len(path) == 1:
+            key = path[0]
+            if key in run_keys:
+                data[key] = value
+            elif key in train_keys:
+                data["train"][key] = value
+            else:
+                data["model_params"][key] = value
+        elif len(path) == 2 and path[0] in ("train", "model"):
+            section = "train" if path[0] == "train" else "model_params"
+            data[section][path[1]] = value
+        else:
+            raise ConfigError(
+                f"override key {'.'.join(path)!r} is not understood; use KEY, train.KEY or model.KEY"
+            )
+    return data
+
+
+def build_run_config(data: dict[str, Any], where: str) -> RunConfig:
+    """Validate raw ``data`` (unknown keys and bad values are :class:`ConfigError`)."""
+    try:
+        return RunConfig(**data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from None
+
+
+def load_run_config(path: Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``."""
+    data: dict[str, Any] = {}
+    where = "command-line overrides"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        where = str(path)
+    return build_run_config(apply_overrides(data, overrides or []), where)

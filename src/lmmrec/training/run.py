@@ -1,0 +1,145 @@
+"""Training runs end to end: dataset + model + trainer + run directory, from a :class:`RunConfig`.
+
+A run directory holds ``config.json`` (the resolved configuration, model defaults filled in),
+``run.json`` (provenance: dataset hash and statistics, device, precision, versions) and what the
+:class:`~lmmrec.training.trainer.Trainer` writes (checkpoints, ``metrics.json``, ``log.txt``).
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import lmmrec
+from lmmrec.data.dataset import Dataset
+from lmmrec.data.loading import load_dataset
+from lmmrec.errors import ConfigError, FeatureError
+from lmmrec.io import read_json, write_json
+from lmmrec.models import registry
+from lmmrec.models.base import ItemFeatures, ModelInputs, Recommender
+from lmmrec.training.config import RunConfig, build_run_config
+from lmmrec.training.runtime import seed_everything
+from lmmrec.training.trainer import (
+    BEST,
+    CHECKPOINT,
+    METRICS,
+    EpochCallback,
+    FitResult,
+    Trainer,
+    load_best,
+)
+
+CONFIG = "config.json"
+PROVENANCE = "run.json"
+
+
+@dataclass
+class RunResult:
+    """A finished run: where it lives, its resolved config and its fit result."""
+
+    run_dir: Path
+    config: RunConfig
+    fit: FitResult
+
+
+def select_features(dataset: Dataset, config: RunConfig) -> ItemFeatures:
+    """The item feature tensors the run's model receives (empty for models without content)."""
+    needs = registry.get(config.model).needs_features
+    if config.features is None:
+        if needs:
+            known = ", ".join(sorted(dataset.features)) or "none"
+            raise FeatureError(
+                f"model {config.model!r} needs item features: set features=NAME "
+                f"(dataset {dataset.name!r} has: {known})"
+            )
+        return {}
+    return dataset.feature_set(config.features).to_tensors()
+
+
+def build_model(dataset: Dataset, config: RunConfig, item_feats: ItemFeatures) -> Recommender:
+    """Seed, then instantiate the configured model for ``dataset``."""
+    seed_everything(config.train.seed)
+    inputs = ModelInputs(
+        n_users=dataset.n_users, n_items=dataset.n_items, train=dataset.train,
+        feature_dims={m: int(t.shape[1]) for m, t in item_feats.items()},
+    )
+    return registry.build(config.model, config.model_params, inputs)
+
+
+def run_directory(config: RunConfig, dataset: Dataset) -> Path:
+    return Path(config.output_dir) / (config.name or f"{dataset.name}-{config.model}")
+
+
+def train(
+    config: RunConfig,
+    *,
+    dataset: Dataset | None = None,
+    resume: bool = True,
+    callbacks: list[EpochCallback] | None = None,
+) -> RunResult:
+    """Train the model ``config`` describes and keep everything in its run directory.
+
+    Args:
+        config: the run; ``config.dataset`` is loaded unless ``dataset`` is given.
+        resume: continue an interrupted run with the same configuration from its checkpoint;
+            ``False`` starts over (the directory's checkpoints and metrics are replaced).
+        callbacks: observers called after every epoch with the epoch's record.
+
+    Raises:
+        ConfigError: when the run directory holds a run with a different configuration.
+    """
+    dataset = load_dataset(config.dataset) if dataset is None else dataset
+    item_feats = select_features(dataset, config)
+    model = build_model(dataset, config, item_feats)
+    resolved = config.model_copy(update={"model_params": model.config.model_dump()})
+    run_dir = run_directory(resolved, dataset)
+    previous = run_dir / CONFIG
+    if resume and previous.is_file() and read_json(previous) != resolved.model_dump(mode="json"):
+        raise ConfigError(
+            f"{run_dir} holds a run with a different configuration; pick another name=..., "
+            "or start over with --no-resume"
+        )
+    if not resume:
+        for name in (CHECKPOINT, BEST, METRICS):
+            (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(previous, resolved.model_dump(mode="json"))
+    trainer = Trainer(model, dataset, resolved.train, run_dir, item_feats, callbacks)
+    write_json(run_dir / PROVENANCE, _provenance(dataset, trainer))
+    return RunResult(run_dir=run_dir, config=resolved, fit=trainer.fit(resume=resume))
+
+
+def load_run(run_dir: Path) -> tuple[RunConfig, Dataset, Trainer]:
+    """Rebuild a run's dataset and model (best weights loaded) and a trainer around them."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: {CONFIG} is missing")
+    config = build_run_config(read_json(run_dir / CONFIG), str(run_dir / CONFIG))
+    dataset = load_dataset(config.dataset)
+    item_feats = select_features(dataset, config)
+    model = load_best(build_model(dataset, config, item_feats), run_dir)
+    return config, dataset, Trainer(model, dataset, config.train, None, item_feats)
+
+
+def evaluate_run(run_dir: Path, splits: tuple[str, ...] = ("valid", "test")) -> dict[str, dict[str, float]]:
+    """Re-evaluate a run's best checkpoint; ``{split: {metric@K: value}}``."""
+    _, _, trainer = load_run(run_dir)
+    return {split: trainer.evaluate(split) for split in splits}
+
+
+def _provenance(dataset: Dataset, trainer: Trainer) -> dict[str, Any]:
+    return {
+        "lmmrec": lmmrec.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "dataset_hash": dataset.content_hash(),
+        "dataset": {k: v for k, v in dataset.statistics().items() if k != "feature_sets"},
+        "device": str(trainer.runtime.device),
+        "precision": trainer.runtime.precision,
+        "world_size": trainer.runtime.world_size,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+    }

@@ -1,0 +1,53 @@
+"""Negative sampling: never a training item, roughly uniform, every interaction once per epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from lmmrec.data.dataset import Dataset
+from lmmrec.data.sampling import NegativeSampler
+from lmmrec.errors import DataError
+
+
+def test_negatives_are_never_training_items(tiny_dataset: Dataset) -> None:
+    sampler = NegativeSampler(tiny_dataset.train)
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(tiny_dataset.n_users), 50)
+    negatives = sampler.sample(users, rng)
+    train = tiny_dataset.train.toarray()
+    assert not train[users, negatives].any()
+
+
+def test_negatives_are_uniform_over_unseen_items() -> None:
+    # one user who saw items 0 and 1 of 5: negatives uniform over {2, 3, 4}
+    sampler = NegativeSampler(sp.csr_matrix(np.array([[1, 1, 0, 0, 0]], dtype=np.float32)))
+    negatives = sampler.sample(np.zeros(30_000, dtype=np.int64), np.random.default_rng(1))
+    counts = np.bincount(negatives, minlength=5)
+    assert counts[:2].sum() == 0
+    np.testing.assert_allclose(counts[2:] / 30_000, 1 / 3, atol=0.015)
+
+
+def test_epoch_covers_every_training_interaction_once(tiny_dataset: Dataset) -> None:
+    sampler = NegativeSampler(tiny_dataset.train)
+    batches = list(sampler.epoch(32, np.random.default_rng(2)))
+    assert len(batches) == sampler.n_batches(32)
+    users = np.concatenate([b.users.numpy() for b in batches])
+    items = np.concatenate([b.pos_items.numpy() for b in batches])
+    pairs = sorted(zip(users.tolist(), items.tolist()))
+    coo = tiny_dataset.train.tocoo()
+    assert pairs == sorted(zip(coo.row.tolist(), coo.col.tolist()))
+
+
+def test_sharded_epochs_partition_the_batches(tiny_dataset: Dataset) -> None:
+    sampler = NegativeSampler(tiny_dataset.train)
+    full = list(sampler.epoch(16, np.random.default_rng(3)))
+    shards = [list(sampler.epoch(16, np.random.default_rng(3), shard=(r, 2))) for r in (0, 1)]
+    assert len(shards[0]) + len(shards[1]) == len(full)
+    assert np.array_equal(shards[1][0].users.numpy(), full[1].users.numpy())
+
+
+def test_a_user_who_saw_every_item_is_an_error() -> None:
+    with pytest.raises(DataError, match="every item"):
+        NegativeSampler(sp.csr_matrix(np.ones((2, 3), dtype=np.float32)))

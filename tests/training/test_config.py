@@ -1,0 +1,65 @@
+"""Run configuration: defaults, YAML layers, overrides and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmmrec.errors import ConfigError
+from lmmrec.training.config import TrainConfig, apply_overrides, load_run_config
+
+
+def test_defaults_follow_mmrec() -> None:
+    config = TrainConfig()
+    assert (config.batch_size, config.lr, config.valid_metric) == (2048, 1e-3, "recall@20")
+    assert config.ks == [5, 10, 20, 50]
+
+
+def test_overrides_reach_the_right_section() -> None:
+    config = load_run_config(None, ["model=lightgcn", "lr=0.01", "n_layers=2",
+                                    "train.ks=[10, 5]", "model.reg_weight=1e-3"])
+    assert config.model == "lightgcn"
+    assert config.train.lr == 0.01
+    assert config.train.ks == [5, 10, 20]  # the selection metric's K is always reported
+    assert config.model_params == {"n_layers": 2, "reg_weight": 1e-3}
+
+
+def test_yaml_file_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: bpr\ntrain:\n  epochs: 7\n  lr: 0.5\nmodel_params:\n  embedding_size: 8\n")
+    config = load_run_config(path, ["lr=0.25"])
+    assert (config.train.epochs, config.train.lr) == (7, 0.25)
+    assert config.model_params == {"embedding_size": 8}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.learning_rate=1"], "learning_rate"),
+        (["lr=-1"], "lr"),
+        (["valid_metric=auc@3"], "metric"),
+        (["noequals"], "key=value"),
+        (["a.b.c=1"], "not understood"),
+    ],
+)
+def test_bad_overrides_are_clear_errors(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(None, overrides)
+
+
+def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_run_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_run_config(tmp_path / "list.yaml")
+    (tmp_path / "extra.yaml").write_text("modle: bpr\n")
+    with pytest.raises(ConfigError, match="modle"):
+        load_run_config(tmp_path / "extra.yaml")
+
+
+def test_apply_overrides_does_not_mutate_its_input() -> None:
+    data = {"train": {"lr": 1.0}}
+    apply_overrides(data, ["lr=2"])
+    assert data == {"train": {"lr": 1.0}}

@@ -1,0 +1,102 @@
+"""The trainer: learning, early stopping, checkpoints, resume, NaN handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmmrec.data.dataset import Dataset
+from lmmrec.errors import ConfigError, TrainingError
+from lmmrec.io import read_json
+from lmmrec.training import RunConfig, TrainConfig, Trainer, evaluate_run, train
+from lmmrec.training.run import build_model
+
+
+def _config(tmp_path: Path, **train: object) -> RunConfig:
+    settings = {"epochs": 30, "batch_size": 64, "lr": 0.05, "patience": 30, "ks": [5, 10]}
+    settings.update(train)
+    return RunConfig(model="bpr", output_dir=str(tmp_path), name="run",
+                     model_params={"embedding_size": 16}, train=TrainConfig(**settings))
+
+
+def _trainer(dataset: Dataset, config: RunConfig, run_dir: Path | None) -> Trainer:
+    return Trainer(build_model(dataset, config, {}), dataset, config.train, run_dir)
+
+
+@pytest.mark.parametrize("model", ["bpr", "lightgcn"])
+def test_training_learns_the_planted_structure(model: str, tiny_dataset: Dataset,
+                                               tmp_path: Path) -> None:
+    config = _config(tmp_path).model_copy(update={"model": model, "model_params": {}})
+    untrained = _trainer(tiny_dataset, config, None).evaluate("valid")["recall@10"]
+    result = train(config, dataset=tiny_dataset)
+    assert result.fit.valid["recall@10"] > untrained + 0.1
+    assert result.fit.valid["recall@10"] > 0.4  # 10 of 40 items, 80% of them in the user's group
+    for name in ("config.json", "run.json", "metrics.json", "best.pt", "checkpoint.pt", "log.txt"):
+        assert (result.run_dir / name).is_file(), name
+    metrics = read_json(result.run_dir / "metrics.json")
+    assert metrics["best_epoch"] == result.fit.best_epoch
+    assert len(metrics["history"]) == result.fit.epochs_run
+    # test metrics are read at the best validation epoch
+    best = metrics["history"][result.fit.best_epoch - 1]
+    assert best["test"] == metrics["test"]
+
+
+def test_early_stopping_stops_after_patience(tiny_dataset: Dataset, tmp_path: Path) -> None:
+    # lr tiny: validation never improves after the first evaluation -> stop at 1 + patience
+    result = train(_config(tmp_path, lr=1e-9, patience=3, epochs=50), dataset=tiny_dataset)
+    assert result.fit.stopped_by == "early_stopping"
+    assert result.fit.epochs_run == result.fit.best_epoch + 3
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_dataset: Dataset, tmp_path: Path) -> None:
+    straight = train(_config(tmp_path / "a", epochs=6), dataset=tiny_dataset).fit
+
+    def interrupt(record: dict[str, object]) -> None:
+        if record["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    config = _config(tmp_path / "b", epochs=6)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, dataset=tiny_dataset, callbacks=[interrupt])
+    resumed = train(config, dataset=tiny_dataset).fit
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    assert resumed.test == straight.test
+
+
+def test_resume_refuses_a_different_configuration(tiny_dataset: Dataset, tmp_path: Path) -> None:
+    train(_config(tmp_path, epochs=1), dataset=tiny_dataset)
+    with pytest.raises(ConfigError, match="different configuration"):
+        train(_config(tmp_path, epochs=2), dataset=tiny_dataset)
+    assert train(_config(tmp_path, epochs=2), dataset=tiny_dataset, resume=False).fit.epochs_run == 2
+
+
+def test_nan_loss_stops_with_a_clear_error(tiny_dataset: Dataset, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(tmp_path)
+    trainer = _trainer(tiny_dataset, config, None)
+    monkeypatch.setattr(type(trainer.model), "loss",
+                        lambda self, batch, feats: self.user_embedding.weight.sum() * float("nan"))
+    with pytest.raises(TrainingError, match="learning rate"):
+        trainer.fit()
+
+
+def test_evaluate_run_reproduces_the_best_checkpoint(tiny_dataset: Dataset, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    result = train(_config(tmp_path, epochs=5), dataset=tiny_dataset)
+    monkeypatch.setattr("lmmrec.training.run.load_dataset", lambda source: tiny_dataset)
+    again = evaluate_run(result.run_dir)
+    assert again["test"] == pytest.approx(result.fit.test)
+    assert again["valid"] == pytest.approx(result.fit.valid)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_runs_on_cuda_in_bf16(tiny_dataset: Dataset, tmp_path: Path) -> None:
+    config = _config(tmp_path, epochs=3, device="cuda", precision="bf16")
+    config = config.model_copy(update={"model": "lightgcn", "model_params": {}})
+    trainer = _trainer(tiny_dataset, config, None)
+    assert trainer.runtime.device.type == "cuda" and trainer.runtime.bf16
+    result = trainer.fit()
+    assert result.valid["recall@10"] > 0
