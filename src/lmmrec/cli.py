@@ -59,11 +59,20 @@ def demo(
     )
     rows = []
     for model in ("bpr", "lightgcn"):
-        config = RunConfig(dataset="demo", model=model, output_dir=str(output),
-                           train=TrainConfig(epochs=epochs, patience=10))
+        config = RunConfig(
+            dataset="demo",
+            model=model,
+            output_dir=str(output),
+            train=TrainConfig(epochs=epochs, patience=10),
+        )
         result = train(config, dataset=dataset, resume=False).fit
-        rows.append((model, result.test,
-                     [str(result.epochs_run), str(result.best_epoch), f"{result.seconds:.1f}"]))
+        rows.append(
+            (
+                model,
+                result.test,
+                [str(result.epochs_run), str(result.best_epoch), f"{result.seconds:.1f}"],
+            )
+        )
     console.print(_metrics_table("demo: test metrics at the best validation epoch", rows))
     console.print(f"run directories under {output}/")
 
@@ -86,11 +95,18 @@ def train(
     run_config = load_run_config(config, overrides)
     result = train_run(run_config, resume=resume)
     fit = result.fit
-    console.print(_metrics_table(
-        f"{run_config.model} on {run_config.dataset}: test at the best validation epoch",
-        [(run_config.model, fit.test, [str(fit.epochs_run), str(fit.best_epoch),
-                                       f"{fit.seconds:.1f}"])],
-    ))
+    console.print(
+        _metrics_table(
+            f"{run_config.model} on {run_config.dataset}: test at the best validation epoch",
+            [
+                (
+                    run_config.model,
+                    fit.test,
+                    [str(fit.epochs_run), str(fit.best_epoch), f"{fit.seconds:.1f}"],
+                )
+            ],
+        )
+    )
     console.print(f"run directory: {result.run_dir}")
 
 
@@ -119,7 +135,9 @@ def models() -> None:
 
 
 @dataset_app.command("info")
-def dataset_info(source: Annotated[str, typer.Argument(help="'demo', a folder or a table")]) -> None:
+def dataset_info(
+    source: Annotated[str, typer.Argument(help="'demo', a folder or a table")],
+) -> None:
     """Statistics of a dataset: users, items, interactions, sparsity, split sizes."""
     from lmmrec.data import load_dataset
 

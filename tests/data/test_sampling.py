@@ -35,9 +35,9 @@ def test_epoch_covers_every_training_interaction_once(tiny_dataset: Dataset) -> 
     assert len(batches) == sampler.n_batches(32)
     users = np.concatenate([b.users.numpy() for b in batches])
     items = np.concatenate([b.pos_items.numpy() for b in batches])
-    pairs = sorted(zip(users.tolist(), items.tolist()))
+    pairs = sorted(zip(users.tolist(), items.tolist(), strict=True))
     coo = tiny_dataset.train.tocoo()
-    assert pairs == sorted(zip(coo.row.tolist(), coo.col.tolist()))
+    assert pairs == sorted(zip(coo.row.tolist(), coo.col.tolist(), strict=True))
 
 
 def test_sharded_epochs_partition_the_batches(tiny_dataset: Dataset) -> None:

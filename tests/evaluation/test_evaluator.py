@@ -13,8 +13,14 @@ from lmmrec.errors import DataError
 from lmmrec.evaluation.evaluator import Evaluator
 
 
-def brute_force(dataset: Dataset, split: str, user_vecs: torch.Tensor, item_vecs: torch.Tensor,
-                k: int, mask_valid: bool = False) -> dict[str, float]:
+def brute_force(
+    dataset: Dataset,
+    split: str,
+    user_vecs: torch.Tensor,
+    item_vecs: torch.Tensor,
+    k: int,
+    mask_valid: bool = False,
+) -> dict[str, float]:
     """Per-user Python reference: rank, mask, count (only used to check the evaluator)."""
     held = dataset.split(split)
     recalls, ndcgs, precisions, maps, hits_any = [], [], [], [], []
@@ -36,9 +42,13 @@ def brute_force(dataset: Dataset, split: str, user_vecs: torch.Tensor, item_vecs
         ndcgs.append(dcg / idcg)
         ap = sum(h * sum(hit[: r + 1]) / (r + 1) for r, h in enumerate(hit))
         maps.append(ap / min(len(truth), k))
-    return {f"recall@{k}": np.mean(recalls), f"ndcg@{k}": np.mean(ndcgs),
-            f"precision@{k}": np.mean(precisions), f"map@{k}": np.mean(maps),
-            f"hit@{k}": np.mean(hits_any)}
+    return {
+        f"recall@{k}": np.mean(recalls),
+        f"ndcg@{k}": np.mean(ndcgs),
+        f"precision@{k}": np.mean(precisions),
+        f"map@{k}": np.mean(maps),
+        f"hit@{k}": np.mean(hits_any),
+    }
 
 
 @pytest.mark.parametrize("split", ["valid", "test"])

@@ -17,14 +17,21 @@ FEATURE_DIMS = {"image": 12, "text": 7}
 
 
 def _inputs(dataset: Dataset) -> ModelInputs:
-    return ModelInputs(n_users=dataset.n_users, n_items=dataset.n_items, train=dataset.train,
-                       feature_dims=FEATURE_DIMS)
+    return ModelInputs(
+        n_users=dataset.n_users,
+        n_items=dataset.n_items,
+        train=dataset.train,
+        item_feats=_features(dataset),
+        train_hash=dataset.content_hash(),
+    )
 
 
 def _features(dataset: Dataset, requires_grad: bool = False) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return {m: torch.randn(dataset.n_items, d, generator=gen, requires_grad=requires_grad)
-            for m, d in FEATURE_DIMS.items()}
+    return {
+        m: torch.randn(dataset.n_items, d, generator=gen, requires_grad=requires_grad)
+        for m, d in FEATURE_DIMS.items()
+    }
 
 
 def _batch(dataset: Dataset, seed: int = 0):
@@ -52,8 +59,9 @@ def test_embed_and_score_shapes(name: str, tiny_dataset: Dataset) -> None:
 
 
 @pytest.mark.parametrize("name", names())
-def test_loss_decreases_and_every_parameter_gets_a_gradient(name: str,
-                                                            tiny_dataset: Dataset) -> None:
+def test_loss_decreases_and_every_parameter_gets_a_gradient(
+    name: str, tiny_dataset: Dataset
+) -> None:
     model = _model(name, tiny_dataset)
     feats = _features(tiny_dataset)
     batch = _batch(tiny_dataset)
@@ -101,7 +109,7 @@ def test_state_dict_round_trip(name: str, tiny_dataset: Dataset) -> None:
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
     b.load_state_dict(torch.load(buffer, weights_only=True))
-    for x, y in zip(a.embed(feats), b.embed(feats)):
+    for x, y in zip(a.embed(feats), b.embed(feats), strict=True):
         torch.testing.assert_close(x, y)
 
 

@@ -16,7 +16,7 @@ def test_built_in_models_are_registered() -> None:
 
 
 def test_unknown_model_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="known models: .*bpr"):
+    with pytest.raises(ConfigError, match=r"known models: .*bpr"):
         get("bpr2")
 
 

@@ -17,8 +17,10 @@ def test_defaults_follow_mmrec() -> None:
 
 
 def test_overrides_reach_the_right_section() -> None:
-    config = load_run_config(None, ["model=lightgcn", "lr=0.01", "n_layers=2",
-                                    "train.ks=[10, 5]", "model.reg_weight=1e-3"])
+    config = load_run_config(
+        None,
+        ["model=lightgcn", "lr=0.01", "n_layers=2", "train.ks=[10, 5]", "model.reg_weight=1e-3"],
+    )
     assert config.model == "lightgcn"
     assert config.train.lr == 0.01
     assert config.train.ks == [5, 10, 20]  # the selection metric's K is always reported
@@ -27,7 +29,9 @@ def test_overrides_reach_the_right_section() -> None:
 
 def test_yaml_file_then_overrides(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
-    path.write_text("model: bpr\ntrain:\n  epochs: 7\n  lr: 0.5\nmodel_params:\n  embedding_size: 8\n")
+    path.write_text(
+        "model: bpr\ntrain:\n  epochs: 7\n  lr: 0.5\nmodel_params:\n  embedding_size: 8\n"
+    )
     config = load_run_config(path, ["lr=0.25"])
     assert (config.train.epochs, config.train.lr) == (7, 0.25)
     assert config.model_params == {"embedding_size": 8}

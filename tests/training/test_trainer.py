@@ -17,8 +17,13 @@ from lmmrec.training.run import build_model
 def _config(tmp_path: Path, **train: object) -> RunConfig:
     settings = {"epochs": 30, "batch_size": 64, "lr": 0.05, "patience": 30, "ks": [5, 10]}
     settings.update(train)
-    return RunConfig(model="bpr", output_dir=str(tmp_path), name="run",
-                     model_params={"embedding_size": 16}, train=TrainConfig(**settings))
+    return RunConfig(
+        model="bpr",
+        output_dir=str(tmp_path),
+        name="run",
+        model_params={"embedding_size": 16},
+        train=TrainConfig(**settings),
+    )
 
 
 def _trainer(dataset: Dataset, config: RunConfig, run_dir: Path | None) -> Trainer:
@@ -26,8 +31,9 @@ def _trainer(dataset: Dataset, config: RunConfig, run_dir: Path | None) -> Train
 
 
 @pytest.mark.parametrize("model", ["bpr", "lightgcn"])
-def test_training_learns_the_planted_structure(model: str, tiny_dataset: Dataset,
-                                               tmp_path: Path) -> None:
+def test_training_learns_the_planted_structure(
+    model: str, tiny_dataset: Dataset, tmp_path: Path
+) -> None:
     config = _config(tmp_path).model_copy(update={"model": model, "model_params": {}})
     untrained = _trainer(tiny_dataset, config, None).evaluate("valid")["recall@10"]
     result = train(config, dataset=tiny_dataset)
@@ -69,21 +75,28 @@ def test_resume_refuses_a_different_configuration(tiny_dataset: Dataset, tmp_pat
     train(_config(tmp_path, epochs=1), dataset=tiny_dataset)
     with pytest.raises(ConfigError, match="different configuration"):
         train(_config(tmp_path, epochs=2), dataset=tiny_dataset)
-    assert train(_config(tmp_path, epochs=2), dataset=tiny_dataset, resume=False).fit.epochs_run == 2
+    assert (
+        train(_config(tmp_path, epochs=2), dataset=tiny_dataset, resume=False).fit.epochs_run == 2
+    )
 
 
-def test_nan_loss_stops_with_a_clear_error(tiny_dataset: Dataset, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_loss_stops_with_a_clear_error(
+    tiny_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = _config(tmp_path)
     trainer = _trainer(tiny_dataset, config, None)
-    monkeypatch.setattr(type(trainer.model), "loss",
-                        lambda self, batch, feats: self.user_embedding.weight.sum() * float("nan"))
+    monkeypatch.setattr(
+        type(trainer.model),
+        "loss",
+        lambda self, batch, feats: self.user_embedding.weight.sum() * float("nan"),
+    )
     with pytest.raises(TrainingError, match="learning rate"):
         trainer.fit()
 
 
-def test_evaluate_run_reproduces_the_best_checkpoint(tiny_dataset: Dataset, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_run_reproduces_the_best_checkpoint(
+    tiny_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result = train(_config(tmp_path, epochs=5), dataset=tiny_dataset)
     monkeypatch.setattr("lmmrec.training.run.load_dataset", lambda source: tiny_dataset)
     again = evaluate_run(result.run_dir)

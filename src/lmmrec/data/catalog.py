@@ -64,8 +64,10 @@ class ItemCatalog:
         ``None``); otherwise they are made absolute, since they would not resolve from ``root``.
         """
         images = self.images
-        if root is not None and self.root is not None and (
-            Path(root).resolve() != Path(self.root).resolve()
+        if (
+            root is not None
+            and self.root is not None
+            and (Path(root).resolve() != Path(self.root).resolve())
         ):
             paths = (self.image_path(i) for i in range(len(self)))
             images = [None if path is None else str(path.absolute()) for path in paths]
@@ -73,15 +75,16 @@ class ItemCatalog:
 
     @classmethod
     def from_frame(
-        cls, frame: pd.DataFrame, root: Path | None, text_column: str = "text",
+        cls,
+        frame: pd.DataFrame,
+        root: Path | None,
+        text_column: str = "text",
         image_column: str = "image",
     ) -> ItemCatalog:
         """Build from a frame already ordered by item index; absent columns mean no content."""
         n = len(frame)
         texts: Sequence[str] = (
-            frame[text_column].fillna("").astype(str).tolist()
-            if text_column in frame
-            else [""] * n
+            frame[text_column].fillna("").astype(str).tolist() if text_column in frame else [""] * n
         )
         images: list[str | None] = (
             [None if pd.isna(v) or v == "" else str(v) for v in frame[image_column]]

@@ -155,9 +155,17 @@ class Dataset:
         if catalog is not None and len(catalog) != n_items:
             raise DataError(f"{where}: item catalog has {len(catalog)} rows, expected {n_items}")
         return cls(
-            name=name, n_users=n_users, n_items=n_items, train=splits[0], valid=splits[1],
-            test=splits[2], user_ids=user_ids.astype(str), item_ids=item_ids.astype(str),
-            catalog=catalog, root=root, info=dict(info or {}),
+            name=name,
+            n_users=n_users,
+            n_items=n_items,
+            train=splits[0],
+            valid=splits[1],
+            test=splits[2],
+            user_ids=user_ids.astype(str),
+            item_ids=item_ids.astype(str),
+            catalog=catalog,
+            root=root,
+            info=dict(info or {}),
         )
 
     def split(self, name: str) -> sp.csr_matrix:
@@ -215,9 +223,15 @@ class Dataset:
         parts = []
         for label, matrix in ((TRAIN, self.train), (VALID, self.valid), (TEST, self.test)):
             coo = matrix.tocoo()
-            parts.append(pd.DataFrame({"user": coo.row.astype(np.int64),
-                                       "item": coo.col.astype(np.int64),
-                                       "split": np.full(coo.nnz, label, dtype=np.int8)}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "user": coo.row.astype(np.int64),
+                        "item": coo.col.astype(np.int64),
+                        "split": np.full(coo.nnz, label, dtype=np.int8),
+                    }
+                )
+            )
         return pd.concat(parts, ignore_index=True)
 
     def save(self, root: Path) -> None:
@@ -239,11 +253,18 @@ class Dataset:
             pd.DataFrame({"raw_id": self.user_ids}).to_parquet(tmp / "users.parquet", index=False)
             for features in self.features.values():
                 features.save(tmp / "features" / features.name)
-            write_json(tmp / "dataset.json", {
-                "format": FORMAT, "version": FORMAT_VERSION, "name": self.name,
-                "n_users": self.n_users, "n_items": self.n_items,
-                "has_catalog": self.catalog is not None, "info": self.info,
-            })
+            write_json(
+                tmp / "dataset.json",
+                {
+                    "format": FORMAT,
+                    "version": FORMAT_VERSION,
+                    "name": self.name,
+                    "n_users": self.n_users,
+                    "n_items": self.n_items,
+                    "has_catalog": self.catalog is not None,
+                    "info": self.info,
+                },
+            )
             # keep anything else already in the folder (images, caches, other feature sets)
             if root.is_dir():
                 old_features = root / "features"
@@ -272,10 +293,17 @@ class Dataset:
         users = pd.read_parquet(root / "users.parquet")
         catalog = ItemCatalog.from_frame(items, root=root) if meta.get("has_catalog") else None
         dataset = cls.from_interactions(
-            inter["user"].to_numpy(), inter["item"].to_numpy(), inter["split"].to_numpy(),
-            name=meta["name"], where=str(root), n_users=int(meta["n_users"]),
-            n_items=int(meta["n_items"]), user_ids=users["raw_id"].to_numpy(),
-            item_ids=items["raw_id"].to_numpy(), catalog=catalog, root=root,
+            inter["user"].to_numpy(),
+            inter["item"].to_numpy(),
+            inter["split"].to_numpy(),
+            name=meta["name"],
+            where=str(root),
+            n_users=int(meta["n_users"]),
+            n_items=int(meta["n_items"]),
+            user_ids=users["raw_id"].to_numpy(),
+            item_ids=items["raw_id"].to_numpy(),
+            catalog=catalog,
+            root=root,
             info=meta.get("info", {}),
         )
         features_dir = root / "features"

@@ -24,7 +24,7 @@ from lmmrec.evaluation.metrics import ranking_metric_sums
 
 
 def _block_flat_indices(matrix: sp.csr_matrix, rows: np.ndarray, n_cols: int) -> np.ndarray:
-    """Flat indices ``r * n_cols + c`` of the non-zeros of ``matrix[rows]``, ``r`` local to the block."""
+    """Flat indices ``r * n_cols + c`` of the non-zeros of ``matrix[rows]`` (``r`` block-local)."""
     sub = matrix[rows]
     local_rows = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(sub.indptr))
     return local_rows * n_cols + sub.indices.astype(np.int64)
@@ -79,10 +79,12 @@ class Evaluator:
         self._blocks = [
             _Block(
                 users=torch.from_numpy(rows).to(self.device),
-                masked=torch.from_numpy(_block_flat_indices(seen, rows, self.n_items)).to(self.device),
-                relevant=torch.from_numpy(
-                    _block_flat_indices(held_out, rows, self.n_items)
-                ).to(self.device),
+                masked=torch.from_numpy(_block_flat_indices(seen, rows, self.n_items)).to(
+                    self.device
+                ),
+                relevant=torch.from_numpy(_block_flat_indices(held_out, rows, self.n_items)).to(
+                    self.device
+                ),
                 n_relevant=torch.from_numpy(np.diff(held_out[rows].indptr)).to(self.device),
             )
             for rows in np.array_split(users, max(1, -(-len(users) // batch_size)))

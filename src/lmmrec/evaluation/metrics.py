@@ -1,6 +1,7 @@
 r"""Top-K ranking metrics with MMRec's definitions, vectorised over a block of users.
 
-For a user with held-out set :math:`T` (:math:`|T| \ge 1`) and top-K hits :math:`h_1..h_K \in \{0,1\}`:
+For a user with held-out set :math:`T` (:math:`|T| \ge 1`) and top-K hits
+:math:`h_1..h_K \in \{0,1\}`:
 
 * Recall@K :math:`= \sum_{r \le K} h_r / |T|` (denominator not capped at K, as MMRec ``recall_``)
 * Precision@K :math:`= \sum_{r \le K} h_r / K`

@@ -23,6 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from lmmrec.cache import DerivedCache
 from lmmrec.data.sampling import Batch
 
 ItemFeatures = dict[str, torch.Tensor]
@@ -41,13 +42,24 @@ class ModelInputs:
     Attributes:
         n_users, n_items: sizes.
         train: binary ``[U, I]`` CSR training matrix (graph models build their graphs from it).
-        feature_dims: ``{modality: d_m}`` of the item features it will be given.
+        item_feats: the item features as they are at build time, ``{modality: [I, d_m]}``;
+            models that precompute structure from content (item-item kNN graphs) read them here.
+            During training the current features arrive through ``loss``/``embed``.
+        train_hash: content hash of ``train`` (``Dataset.content_hash()``), for cache keys.
+        cache: where derived structures are cached by content hash (see ``lmmrec.cache``).
     """
 
     n_users: int
     n_items: int
     train: sp.csr_matrix
-    feature_dims: dict[str, int] = field(default_factory=dict)
+    item_feats: ItemFeatures = field(default_factory=dict)
+    train_hash: str = ""
+    cache: DerivedCache = field(default_factory=lambda: DerivedCache(None))
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        """``{modality: d_m}`` of the item features the model will be given."""
+        return {m: int(t.shape[1]) for m, t in self.item_feats.items()}
 
 
 class Recommender(nn.Module, ABC):

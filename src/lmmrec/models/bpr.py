@@ -18,7 +18,9 @@ from lmmrec.models.registry import register
 
 
 class BPRConfig(ModelConfig):
-    embedding_size: int = Field(64, gt=0, description="D, size of user and item factors (MMRec: 64)")
+    embedding_size: int = Field(
+        64, gt=0, description="D, size of user and item factors (MMRec: 64)"
+    )
     reg_weight: float = Field(
         1e-5, ge=0, description="weight of the embedding-norm penalty (MMRec grid 1e-5 .. 2.0)"
     )

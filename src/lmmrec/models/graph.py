@@ -59,14 +59,16 @@ class _SymmetricSparseMatmul(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, adjacency: torch.Tensor,
-                dense: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, adjacency: torch.Tensor, dense: torch.Tensor
+    ) -> torch.Tensor:
         ctx.adjacency = adjacency
         return adjacency @ dense
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx,
-                 grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[None, torch.Tensor]:
         return None, ctx.adjacency @ grad.contiguous()
 
 

@@ -19,7 +19,7 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
 
 
 def embedding_norm_penalty(*embeddings: torch.Tensor) -> torch.Tensor:
-    r"""MMRec's ``EmbLoss``: :math:`\frac{1}{B}\sum_m \lVert E_m \rVert_F` over the batch's embeddings.
+    r"""MMRec's ``EmbLoss``: :math:`\frac{1}{B}\sum_m \lVert E_m \rVert_F` over a batch.
 
     The Frobenius norms are not squared (MMRec ``common/loss.py``); ``B`` is the batch size. Kept
     as is so that published ``reg_weight`` values mean the same here.

@@ -18,7 +18,9 @@ def register(cls: type[Recommender]) -> type[Recommender]:
     if not name or name != name.lower() or not name.replace("_", "").isalnum():
         raise ValueError(f"{cls.__qualname__}.name must be a lower-case identifier, got {name!r}")
     if name in _MODELS and _MODELS[name] is not cls:
-        raise ValueError(f"model name {name!r} is already registered by {_MODELS[name].__qualname__}")
+        raise ValueError(
+            f"model name {name!r} is already registered by {_MODELS[name].__qualname__}"
+        )
     if not issubclass(getattr(cls, "config_class", object), ModelConfig):
         raise ValueError(f"{cls.__qualname__}.config_class must subclass ModelConfig")
     _MODELS[name] = cls

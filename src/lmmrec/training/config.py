@@ -11,6 +11,7 @@ Values are parsed as YAML scalars (``1e-3`` -> float, ``true`` -> bool, ``[5,10]
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -91,17 +92,18 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; numbers win here
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     return key.strip().split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of the raw config ``data`` with ``key=value`` overrides applied."""
-    data = {**data, "train": dict(data.get("train") or {}),
-            "model_params": dict(data.get("model_params") or {})}
+    data = {
+        **data,
+        "train": dict(data.get("train") or {}),
+        "model_params": dict(data.get("model_params") or {}),
+    }
     run_keys = set(RunConfig.model_fields) - {"train", "model_params"}
     train_keys = set(TrainConfig.model_fields)
     for text in overrides:
@@ -119,7 +121,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             data[section][path[1]] = value
         else:
             raise ConfigError(
-                f"override key {'.'.join(path)!r} is not understood; use KEY, train.KEY or model.KEY"
+                f"override key {'.'.join(path)!r} is not understood; "
+                "use KEY, train.KEY or model.KEY"
             )
     return data
 

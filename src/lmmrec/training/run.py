@@ -15,12 +15,14 @@ from typing import Any
 import torch
 
 import lmmrec
+from lmmrec.cache import DerivedCache
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.loading import load_dataset
 from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.io import read_json, write_json
 from lmmrec.models import registry
 from lmmrec.models.base import ItemFeatures, ModelInputs, Recommender
+from lmmrec.paths import lmmrec_home
 from lmmrec.training.config import RunConfig, build_run_config
 from lmmrec.training.runtime import seed_everything
 from lmmrec.training.trainer import (
@@ -60,12 +62,23 @@ def select_features(dataset: Dataset, config: RunConfig) -> ItemFeatures:
     return dataset.feature_set(config.features).to_tensors()
 
 
+def dataset_cache(dataset: Dataset) -> DerivedCache:
+    """The derived-structure cache of ``dataset``: ``<dataset folder>/cache``, or
+    ``$LMMREC_HOME/cache`` for datasets read from files that are not lmmrec folders."""
+    root = dataset.root / "cache" if dataset.root is not None else lmmrec_home() / "cache"
+    return DerivedCache(root)
+
+
 def build_model(dataset: Dataset, config: RunConfig, item_feats: ItemFeatures) -> Recommender:
     """Seed, then instantiate the configured model for ``dataset``."""
     seed_everything(config.train.seed)
     inputs = ModelInputs(
-        n_users=dataset.n_users, n_items=dataset.n_items, train=dataset.train,
-        feature_dims={m: int(t.shape[1]) for m, t in item_feats.items()},
+        n_users=dataset.n_users,
+        n_items=dataset.n_items,
+        train=dataset.train,
+        item_feats=item_feats,
+        train_hash=dataset.content_hash(),
+        cache=dataset_cache(dataset),
     )
     return registry.build(config.model, config.model_params, inputs)
 
@@ -125,7 +138,9 @@ def load_run(run_dir: Path) -> tuple[RunConfig, Dataset, Trainer]:
     return config, dataset, Trainer(model, dataset, config.train, None, item_feats)
 
 
-def evaluate_run(run_dir: Path, splits: tuple[str, ...] = ("valid", "test")) -> dict[str, dict[str, float]]:
+def evaluate_run(
+    run_dir: Path, splits: tuple[str, ...] = ("valid", "test")
+) -> dict[str, dict[str, float]]:
     """Re-evaluate a run's best checkpoint; ``{split: {metric@K: value}}``."""
     _, _, trainer = load_run(run_dir)
     return {split: trainer.evaluate(split) for split in splits}

@@ -45,19 +45,24 @@ class Runtime:
     def resolve(cls, device: DeviceChoice = "auto", precision: PrecisionChoice = "auto") -> Runtime:
         """``auto`` picks CUDA when present, and bf16 on a CUDA device that supports it."""
         if device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' was asked for but no CUDA device is available; "
-                              "use device=auto or device=cpu")
+            raise ConfigError(
+                "device 'cuda' was asked for but no CUDA device is available; "
+                "use device=auto or device=cpu"
+            )
         state = PartialState(cpu=device == "cpu")
         resolved = state.device
         on_cuda = resolved.type == "cuda"
         if precision == "bf16" and not (on_cuda and torch.cuda.is_bf16_supported()):
-            raise ConfigError("precision 'bf16' needs a CUDA device with bf16 support; "
-                              "use precision=auto or precision=fp32")
+            raise ConfigError(
+                "precision 'bf16' needs a CUDA device with bf16 support; "
+                "use precision=auto or precision=fp32"
+            )
         bf16 = precision == "bf16" or (
             precision == "auto" and on_cuda and torch.cuda.is_bf16_supported()
         )
-        return cls(device=resolved, bf16=bf16, rank=state.process_index,
-                   world_size=state.num_processes)
+        return cls(
+            device=resolved, bf16=bf16, rank=state.process_index, world_size=state.num_processes
+        )
 
     @property
     def is_main(self) -> bool:
