@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lmmrec.cli.data import data_app
 from lmmrec.errors import LmmrecError
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 dataset_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(data_app, name="data")
 console = Console()
 REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
@@ -41,7 +43,7 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, float], list[str]
 
 @app.command()
 def demo(
-    epochs: Annotated[int, typer.Option(help="maximum epochs per model")] = 200,
+    epochs: Annotated[int, typer.Option(help="maximum epochs per model")] = 300,
     output: Annotated[Path, typer.Option(help="parent folder of the run directories")] = Path(
         "runs/demo"
     ),
@@ -153,7 +155,8 @@ def dataset_info(
 
 def main() -> None:
     """Entry point: user errors print one line and exit with status 1, no traceback."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger().handlers[0].setLevel(logging.WARNING)  # epoch lines go to log.txt only
     warnings.simplefilter("default")
     try:
         app()

@@ -147,7 +147,7 @@ class DemoConfig:
     image_size: int = 96
     new_item_share: float = 0.1
     mean_interactions: float = 12.0
-    temperature: float = 1.0
+    temperature: float = 0.5
 
     def __post_init__(self) -> None:
         checks = (
