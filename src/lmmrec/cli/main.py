@@ -161,5 +161,5 @@ def main() -> None:
     try:
         app()
     except LmmrecError as error:
-        Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)

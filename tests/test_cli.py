@@ -1,0 +1,88 @@
+"""The command line: each command end to end on a tiny dataset folder, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lmmrec.cli import app
+from lmmrec.data.dataset import Dataset
+from lmmrec.io import read_json
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def dataset_dir(tiny_dataset: Dataset, tmp_path: Path) -> Path:
+    folder = tmp_path / "planted"
+    tiny_dataset.save(folder)
+    return folder
+
+
+def test_dataset_info_prints_statistics(dataset_dir: Path) -> None:
+    result = runner.invoke(app, ["dataset", "info", str(dataset_dir)])
+    assert result.exit_code == 0, result.output
+    assert "users" in result.output and "60" in result.output
+    assert "sparsity" in result.output
+
+
+def test_train_then_evaluate(dataset_dir: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            str(dataset_dir),
+            "--model",
+            "bpr",
+            "epochs=3",
+            "batch_size=64",
+            f"output_dir={runs}",
+            "name=cli",
+            "embedding_size=8",
+            "ks=[5,10]",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    run_dir = runs / "cli"
+    config = read_json(run_dir / "config.json")
+    assert config["train"]["epochs"] == 3 and config["model_params"]["embedding_size"] == 8
+    metrics = read_json(run_dir / "metrics.json")
+    assert len(metrics["history"]) == 3
+    evaluated = runner.invoke(app, ["evaluate", str(run_dir)])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"{metrics['test']['recall@20']:.4f}" in evaluated.output
+
+
+def test_models_lists_the_registry() -> None:
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    assert "lightgcn" in result.output and "n_layers=3" in result.output
+
+
+def test_user_errors_print_one_line_without_traceback(dataset_dir: Path, tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lmmrec",
+            "train",
+            "--dataset",
+            str(dataset_dir),
+            "--model",
+            "no_such_model",
+            f"output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unknown model 'no_such_model'")
