@@ -36,6 +36,7 @@ class _Block:
     masked: torch.Tensor  # [M] flat indices into the [B, I] score block
     relevant: torch.Tensor  # [R] flat indices of held-out items
     n_relevant: torch.Tensor  # [B]
+    row_offsets: torch.Tensor  # [B, 1] = row * n_items
 
 
 class Evaluator:
@@ -86,6 +87,7 @@ class Evaluator:
                     self.device
                 ),
                 n_relevant=torch.from_numpy(np.diff(held_out[rows].indptr)).to(self.device),
+                row_offsets=(torch.arange(len(rows), device=self.device) * self.n_items)[:, None],
             )
             for rows in np.array_split(users, max(1, -(-len(users) // batch_size)))
         ]
@@ -105,9 +107,8 @@ class Evaluator:
             scores = user_vecs[block.users] @ item_vecs_t  # [B, I]
             scores.view(-1)[block.masked] = -torch.inf
             top = scores.topk(k_max, dim=1, sorted=True).indices  # [B, K_max]
-            truth = torch.zeros(scores.numel(), dtype=torch.bool, device=self.device)
-            truth[block.relevant] = True
-            hits = truth.view_as(scores).gather(1, top).float()  # [B, K_max]
+            flat_top = top + block.row_offsets  # [B, K_max] flat indices into the block
+            hits = torch.isin(flat_top, block.relevant).float()  # [B, K_max]
             for name, value in ranking_metric_sums(hits, block.n_relevant, self.ks).items():
                 totals[name] = totals.get(name, 0.0) + value
         return {name: float(total) / self.n_users for name, total in totals.items()}
