@@ -50,10 +50,9 @@ import pandas as pd
 from lmmrec.data.catalog import ItemCatalog
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.formats.mmrec import write_mmrec
-from lmmrec.data.formats.table import _first_of_each_pair
 from lmmrec.data.images import write_image_urls
-from lmmrec.data.kcore import k_core_mask
-from lmmrec.data.splits import SplitKind, make_split
+from lmmrec.data.prepare import prepare_interactions
+from lmmrec.data.splits import SplitKind
 from lmmrec.errors import DataError
 
 Release = Literal["2014", "2018", "2023"]
@@ -407,16 +406,6 @@ def _read_meta(
     return texts, urls, int(seen.sum())
 
 
-def _reindex(codes: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``codes`` re-numbered ``0..n-1`` in sorted raw-id order (as ``read_table``) and the ids."""
-    kept, inverse = np.unique(codes, return_inverse=True)
-    names = raw[kept].astype(str)
-    order = np.argsort(names, kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return rank[inverse], names[order]
-
-
 def _dataset_name(path: Path) -> str:
     name = path.name
     for suffix in (".gz", ".jsonl", ".json", ".csv"):
@@ -471,23 +460,18 @@ def read_amazon(
         rated = data.ratings >= min_rating
         below = int((~rated).sum())
         users, items, times = users[rated], items[rated], times[rated]
-    rows = _first_of_each_pair(users, items, len(data.item_raw), times)
-    users, items, times = users[rows], items[rows], times[rows]
-    before = {
-        "users": len(np.unique(users)),
-        "items": len(np.unique(items)),
-        "interactions": len(rows),
-    }
-    keep = k_core_mask(users, items, k_core)
-    if not keep.any():
-        raise DataError(
-            f"{where}: no interactions survive the {k_core}-core filter ({len(rows)} before); "
-            "lower k_core"
-        )
-    users, user_ids = _reindex(users[keep], data.user_raw)
-    items, item_ids = _reindex(items[keep], data.item_raw)
-    labels = make_split(split, users, times[keep], seed, where)
-
+    prepared = prepare_interactions(
+        users,
+        items,
+        times,
+        data.user_raw,
+        data.item_raw,
+        k_core=k_core,
+        split=split,
+        seed=seed,
+        where=where,
+    )
+    item_ids = prepared.item_ids
     catalog, urls, with_meta = None, [None] * len(item_ids), 0
     if meta is not None:
         texts, urls, with_meta = _read_meta(Path(meta), item_ids, text_fields)
@@ -496,13 +480,7 @@ def read_amazon(
         "records_read": data.records,
         "records_without_user_item_or_time": data.incomplete,
         "below_min_rating": below,
-        "repeated_pairs_dropped": len(data.users) - below - len(rows),
-        "before_filtering": before,
-        "after_filtering": {
-            "users": len(user_ids),
-            "items": len(item_ids),
-            "interactions": int(keep.sum()),
-        },
+        **prepared.counts,
         "items_with_metadata": with_meta,
         "items_with_text": 0 if catalog is None else sum(bool(t) for t in catalog.texts),
         "items_with_image_url": sum(url is not None for url in urls),
@@ -520,14 +498,14 @@ def read_amazon(
         "statistics": statistics,
     }
     dataset = Dataset.from_interactions(
-        users,
-        items,
-        labels,
+        prepared.users,
+        prepared.items,
+        prepared.labels,
         name=name or _dataset_name(reviews),
         where=where,
-        n_users=len(user_ids),
+        n_users=len(prepared.user_ids),
         n_items=len(item_ids),
-        user_ids=user_ids,
+        user_ids=prepared.user_ids,
         item_ids=item_ids,
         catalog=catalog,
         info=info,

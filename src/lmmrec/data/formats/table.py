@@ -20,8 +20,8 @@ import pandas as pd
 from lmmrec.data.catalog import ItemCatalog
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.formats.common import check_table_suffix, read_columns
-from lmmrec.data.kcore import k_core_mask
-from lmmrec.data.splits import SplitKind, make_split
+from lmmrec.data.prepare import prepare_interactions
+from lmmrec.data.splits import SplitKind
 from lmmrec.errors import DataError
 
 
@@ -81,23 +81,18 @@ def read_table(
     item_codes, item_raw = pd.factorize(_id_strings(frame[item_col]), sort=True)
     times = _timestamps(path, frame[time_col]) if time_col else None
 
-    rows = _first_of_each_pair(user_codes, item_codes, len(item_raw), times)
-    users, items = user_codes[rows], item_codes[rows]
-    times = None if times is None else times[rows]
-    before = {"users": len(user_raw), "items": len(item_raw), "interactions": len(rows)}
-
-    keep = k_core_mask(users, items, k_core)
-    if not keep.any():
-        raise DataError(
-            f"{where}: no interactions survive the {k_core}-core filter ({len(rows)} before); "
-            "lower k_core"
-        )
-    kept_users, users = np.unique(users[keep], return_inverse=True)
-    kept_items, items = np.unique(items[keep], return_inverse=True)
-    times = None if times is None else times[keep]
-    labels = make_split(split, users, times, seed, where)
-
-    item_ids = np.asarray(item_raw)[kept_items].astype(str)
+    prepared = prepare_interactions(
+        user_codes,
+        item_codes,
+        times,
+        user_raw,
+        item_raw,
+        k_core=k_core,
+        split=split,
+        seed=seed,
+        where=where,
+    )
+    item_ids = prepared.item_ids
     catalog, n_without_content = None, None
     if items_path is not None:
         catalog, n_without_content = _read_catalog(
@@ -112,24 +107,18 @@ def read_table(
         "time_col": time_col,
         "rows_read": n_rows,
         "rows_without_ids": n_rows - len(frame),
-        "repeated_pairs_dropped": len(frame) - len(rows),
-        "before_filtering": before,
-        "after_filtering": {
-            "users": len(kept_users),
-            "items": len(kept_items),
-            "interactions": int(keep.sum()),
-        },
+        **prepared.counts,
         "items_without_content": n_without_content,
     }
     return Dataset.from_interactions(
-        users,
-        items,
-        labels,
+        prepared.users,
+        prepared.items,
+        prepared.labels,
         name=name or path.stem,
         where=where,
-        n_users=len(kept_users),
-        n_items=len(kept_items),
-        user_ids=np.asarray(user_raw)[kept_users].astype(str),
+        n_users=len(prepared.user_ids),
+        n_items=len(item_ids),
+        user_ids=prepared.user_ids,
         item_ids=item_ids,
         catalog=catalog,
         root=path.parent,
@@ -161,17 +150,6 @@ def _timestamps(path: Path, values: pd.Series) -> np.ndarray:
             "convert it to Unix seconds or ISO 8601 dates"
         ) from err
     return dates.dt.tz_localize(None).to_numpy("datetime64[ns]").astype(np.int64)
-
-
-def _first_of_each_pair(
-    users: np.ndarray, items: np.ndarray, n_items: int, times: np.ndarray | None
-) -> np.ndarray:
-    """Sorted row numbers keeping one row per (user, item): earliest by time, ties by file order."""
-    rows = np.arange(len(users))
-    order = rows if times is None else np.lexsort((rows, times))
-    keys = users.astype(np.int64) * n_items + items
-    _, first = np.unique(keys[order], return_index=True)
-    return np.sort(order[first])
 
 
 def _read_catalog(
