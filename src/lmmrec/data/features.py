@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lmmrec.errors import FeatureError
 from lmmrec.io import atomic_path, hash_arrays, read_json, write_json
+
+if TYPE_CHECKING:
+    import torch
 
 MANIFEST = "manifest.json"
 
@@ -59,6 +61,8 @@ class FeatureSet:
         return hash_arrays(*(self.arrays[m] for m in sorted(self.arrays)))
 
     def to_tensors(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        import torch  # lazily: data commands should not pay for importing torch
+
         return {m: torch.from_numpy(a).to(device) for m, a in self.arrays.items()}
 
     def save(self, folder: Path) -> None:
