@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lmmrec.cli.data import data_app
+from lmmrec.cli.encode import demo_features, encode, features_app
 from lmmrec.errors import LmmrecError
 
 app = typer.Typer(
@@ -24,6 +25,8 @@ app = typer.Typer(
 dataset_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.command()(encode)
 console = Console()
 REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
@@ -47,9 +50,18 @@ def demo(
     output: Annotated[Path, typer.Option(help="parent folder of the run directories")] = Path(
         "runs/demo"
     ),
+    multimodal: Annotated[
+        bool, typer.Option(help="also extract item features and train the multi-modal models")
+    ] = True,
 ) -> None:
-    """Train BPR and LightGCN on the built-in demo shop and print their test metrics."""
+    """Train BPR, LightGCN and the multi-modal models on the demo shop; print test metrics.
+
+    The multi-modal models (every registered model that needs features) get real MiniLM text and
+    EfficientNet image features of the demo's items: feature set minilm-effnet, extracted once and
+    cached in the demo folder.
+    """
     from lmmrec.data.demo import load_demo
+    from lmmrec.models import get, names
     from lmmrec.training import RunConfig, TrainConfig, train
 
     console.print("[bold]lmmrec demo[/bold]: loading the built-in demo shop ...")
@@ -59,11 +71,16 @@ def demo(
         f"{stats['users']} users, {stats['items']} items, {stats['interactions']} interactions "
         f"({stats['items_unseen_in_train']} items never seen in training)"
     )
+    runs: list[tuple[str, str | None]] = [("bpr", None), ("lightgcn", None)]
+    if multimodal:
+        features = demo_features(dataset)
+        runs += [(model, features) for model in names() if get(model).needs_features]
     rows = []
-    for model in ("bpr", "lightgcn"):
+    for model, feature_set in runs:
         config = RunConfig(
             dataset="demo",
             model=model,
+            features=feature_set,
             output_dir=str(output),
             train=TrainConfig(epochs=epochs, patience=10),
         )

@@ -1,0 +1,283 @@
+"""The item-encoder contract: catalog items in, one vector per modality out.
+
+The paper (Yi et al., "Large Multi-modal Encoders for Recommendation", arXiv 2310.20343, §3)
+represents an item by an image vector and a text vector from a pre-trained encoder, used frozen,
+fine-tuned on the dataset's (image, text) pairs, or trained end to end with the recommender. One
+:class:`ItemEncoder` serves all three paradigms:
+
+* ``preprocessor`` (:class:`~lmmrec.encoders.preprocessing.Preprocessor`): picklable, runs in
+  DataLoader workers, turns an :class:`~lmmrec.encoders.preprocessing.ItemBatch` into tensors;
+* ``forward(inputs) -> {modality: [B, D_m]}``: differentiable; it computes every output modality
+  whose inputs are present (``"image"``, ``"text"``, and for encoders that fuse, ``"fused"``);
+* ``output_dims()``: ``{modality: D_m}``;
+* ``apply_strategy(name)``: which parameters train (below);
+* ``describe()``: provenance for feature-set manifests.
+
+Training strategies (``apply_strategy``), each a set of trainable parameters; everything else gets
+``requires_grad=False``:
+
+========== ==============================================================================
+frozen     nothing trains
+projection the projection heads into the output space (an error if the encoder has none)
+top:N      the projection heads, the modules between the last layer and the output (final
+           norms, conv heads), and the top ``N`` layers of every tower
+lora:R     the projection heads plus rank-``R`` LoRA adapters (Hu et al., ICLR 2022,
+           arXiv 2106.09685; ``alpha = 2R``, no dropout) injected with peft into the query and
+           value projections of every attention layer; the base weights stay frozen. Adapters,
+           once injected, stay (frozen under other strategies; B starts at zero, so a fresh
+           adapter changes nothing)
+full       every parameter (unused ones, such as CLIP's ``logit_scale``, get no gradient)
+========== ==============================================================================
+
+Dimensions: B batch, D_m output size of modality m.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmmrec.encoders.preprocessing import Preprocessor
+from lmmrec.errors import ConfigError
+
+INPUT_MODALITIES = ("image", "text")
+STRATEGIES = ("frozen", "projection", "top:N", "lora:R", "full")
+# last name component of the attention query/value projections across transformers models
+# (CLIP/ViT-style q_proj/v_proj, BERT/ViT query/value, DistilBERT q_lin/v_lin, T5/MPNet q/v)
+QUERY_VALUE_NAMES = frozenset({"q_proj", "v_proj", "query", "value", "q_lin", "v_lin", "q", "v"})
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A parsed strategy name: ``kind`` in frozen/projection/top/lora/full and its ``n``."""
+
+    kind: str
+    n: int = 0
+
+    @classmethod
+    def parse(cls, name: str) -> Strategy:
+        kind, _, value = name.strip().lower().partition(":")
+        if kind in ("frozen", "projection", "full") and not value:
+            return cls(kind)
+        if kind in ("top", "lora") and value.isdigit() and int(value) > 0:
+            return cls(kind, int(value))
+        raise ConfigError(
+            f"unknown training strategy {name!r}; use one of {', '.join(STRATEGIES)} "
+            "(N layers, R LoRA rank: positive integers)"
+        )
+
+
+@dataclass
+class Layout:
+    """Where an encoder's trainable parts are, for :meth:`ItemEncoder.apply_strategy`.
+
+    Attributes:
+        towers: per tower (e.g. ``"image"``, ``"text"``), its repeated layers, bottom to top.
+        tops: modules between the last layer and the output (final norms, conv heads).
+        projections: heads that project into the output space.
+    """
+
+    towers: dict[str, Sequence[nn.Module]] = field(default_factory=dict)
+    tops: list[nn.Module] = field(default_factory=list)
+    projections: list[nn.Module] = field(default_factory=list)
+
+    def merged(self, other: Layout, prefix: str) -> Layout:
+        """This layout plus ``other``'s, whose towers are renamed ``<prefix>.<tower>``."""
+        return Layout(
+            towers=self.towers | {f"{prefix}.{k}": v for k, v in other.towers.items()},
+            tops=self.tops + other.tops,
+            projections=self.projections + other.projections,
+        )
+
+
+class ItemEncoder(nn.Module, ABC):
+    """Base class of item encoders (module docstring). Subclasses set ``name`` and implement
+    ``forward``, ``output_dims``, ``layout`` and ``from_spec``, and set ``self.preprocessor``.
+
+    Attributes:
+        spec: the spec string the encoder was built from (``"clip:/models/clip-b16"``).
+        preprocessor: picklable preprocessing of :class:`ItemBatch` es.
+        default_modalities: what feature extraction stores when not told otherwise.
+    """
+
+    name: ClassVar[str]
+    default_modalities: ClassVar[tuple[str, ...]] = INPUT_MODALITIES
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec = self.name
+        self.preprocessor = Preprocessor()
+        self.lora_rank: int | None = None
+
+    @classmethod
+    @abstractmethod
+    def from_spec(cls, arg: str | None, **options: Any) -> ItemEncoder:
+        """Build from the part of a spec after ``name:`` (``None`` if absent) and options."""
+
+    @abstractmethod
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Input tensors (``preprocessing`` keys) -> ``{modality: [B, D_m]}`` for every output
+        modality whose inputs are present."""
+
+    @abstractmethod
+    def output_dims(self) -> dict[str, int]:
+        """``{modality: D_m}`` of every output modality the encoder can produce."""
+
+    @abstractmethod
+    def layout(self) -> Layout:
+        """The encoder's towers, tops and projection heads."""
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.output_dims())
+
+    def preprocess(self, items: Any) -> dict[str, torch.Tensor]:
+        """Shorthand for ``self.preprocessor(items)``."""
+        return self.preprocessor(items)
+
+    @staticmethod
+    def inputs_of(modality: str) -> tuple[str, ...]:
+        """Input modalities an output modality is computed from (fused outputs need both)."""
+        return (modality,) if modality in INPUT_MODALITIES else INPUT_MODALITIES
+
+    def apply_strategy(self, strategy: str) -> list[nn.Parameter]:
+        """Set ``requires_grad`` as ``strategy`` says (module docstring); return the trainable
+        parameters.
+
+        Raises:
+            ConfigError: unknown strategy; ``projection`` without projection heads; ``top:N``
+                with more layers than a tower has; ``lora:R`` without attention layers, or with
+                another rank than the adapters already injected.
+        """
+        parsed = Strategy.parse(strategy)
+        layout = self.layout()
+        trainable = self._trainable_modules(parsed, layout)
+        if parsed.kind == "lora":
+            self._inject_lora(parsed.n, layout)
+        self.requires_grad_(parsed.kind == "full")
+        for module in trainable:
+            module.requires_grad_(True)
+        if parsed.kind == "lora":
+            for name, parameter in self.named_parameters():
+                if "lora_" in name:
+                    parameter.requires_grad_(True)
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def _trainable_modules(self, strategy: Strategy, layout: Layout) -> list[nn.Module]:
+        """The modules ``strategy`` trains besides LoRA adapters (all of them for ``full``)."""
+        if strategy.kind == "projection" and not layout.projections:
+            raise ConfigError(
+                f"encoder {self.spec!r} has no projection head; use top:N, lora:R or full"
+            )
+        if strategy.kind in ("frozen", "full"):
+            return []
+        if strategy.kind != "top":
+            return list(layout.projections)
+        modules = layout.projections + layout.tops
+        for tower, layers in layout.towers.items():
+            if strategy.n > len(layers):
+                raise ConfigError(
+                    f"strategy top:{strategy.n}: the {tower} tower of {self.spec!r} has only "
+                    f"{len(layers)} layers; use top:{len(layers)} or full"
+                )
+            modules += layers[len(layers) - strategy.n :]
+        return modules
+
+    def _inject_lora(self, rank: int, layout: Layout) -> None:
+        """Add rank-``rank`` LoRA adapters to the query/value projections of the towers' layers."""
+        if self.lora_rank is not None:
+            if self.lora_rank != rank:
+                raise ConfigError(
+                    f"encoder {self.spec!r} already has rank-{self.lora_rank} LoRA adapters; "
+                    f"build a new encoder for rank {rank}"
+                )
+            return
+        in_layers = {
+            id(m) for layers in layout.towers.values() for layer in layers for m in layer.modules()
+        }
+        targets = [
+            name
+            for name, module in self.named_modules()
+            if isinstance(module, nn.Linear)
+            and id(module) in in_layers
+            and name.rpartition(".")[2] in QUERY_VALUE_NAMES
+        ]
+        if not targets:
+            raise ConfigError(
+                f"encoder {self.spec!r} has no attention query/value projections for LoRA; "
+                "use top:N or full"
+            )
+        from peft import LoraConfig, inject_adapter_in_model
+
+        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets)
+        inject_adapter_in_model(config, self)
+        self.lora_rank = rank
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for manifests: spec, class, weights hash, preprocessing, output dims."""
+        return {
+            "spec": self.spec,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "weights_hash": weights_hash(self.state_dict().items()),
+            "lora_rank": self.lora_rank,
+            "preprocessing": self.preprocessor.describe(),
+            "dims": self.output_dims(),
+        }
+
+
+def fuse(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    image_present: torch.Tensor,
+    text_present: torch.Tensor,
+) -> torch.Tensor:
+    """Joint vector: the L2-normalised mean of the L2-normalised vectors an item has.
+
+    Args:
+        image, text: ``[B, D]`` vectors in one shared space.
+        image_present, text_present: ``[B]`` bool; an absent modality is left out, so an item
+            with only a text gets its normalised text vector (all zeros if it has neither).
+
+    Returns:
+        ``[B, D]``.
+    """
+    weights = torch.stack([image_present, text_present], dim=1).to(image.dtype)  # [B, 2]
+    stacked = torch.stack([F.normalize(image, dim=-1), F.normalize(text, dim=-1)], dim=1)
+    return F.normalize((weights.unsqueeze(-1) * stacked).sum(dim=1), dim=-1)  # [B, D]
+
+
+def find_layers(module: nn.Module) -> nn.ModuleList:
+    """The repeated layers of a backbone: its largest ``ModuleList`` of same-class modules
+    (transformer layers, CNN stages or blocks), by parameter count.
+
+    Raises:
+        ConfigError: the module has no such list.
+    """
+    best, best_size = None, -1
+    for child in module.modules():
+        if isinstance(child, nn.ModuleList) and len(child) and len({type(c) for c in child}) == 1:
+            size = sum(p.numel() for p in child.parameters())
+            if size > best_size:
+                best, best_size = child, size
+    if best is None:
+        raise ConfigError(
+            f"cannot find the layers of {type(module).__name__}: it holds no list of blocks"
+        )
+    return best
+
+
+def weights_hash(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """Content hash (sha256, 16 hex digits) of named tensors: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
