@@ -38,17 +38,35 @@ def normalized_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def to_torch_csr(matrix: sp.csr_matrix) -> torch.Tensor:
-    """A scipy CSR matrix as a ``torch.sparse_csr`` float32 tensor (on the CPU)."""
+    """A scipy CSR matrix as a ``torch.sparse_csr`` float32 tensor (on the CPU).
+
+    Indices are int32 when they fit: the sparse kernels (MKL on CPU, cuSPARSE) take int32
+    natively, while int64 indices are converted on every product (2x slower on Baby).
+    """
     matrix = matrix.tocsr()
+    index_dtype = np.int32 if matrix.nnz < 2**31 - 1 else np.int64
     with warnings.catch_warnings():  # "sparse CSR support is in beta": we rely on matmul only
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            torch.from_numpy(matrix.indptr.astype(np.int64)),
-            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.indptr.astype(index_dtype)),
+            torch.from_numpy(matrix.indices.astype(index_dtype)),
             torch.from_numpy(matrix.data.astype(np.float32)),
             size=matrix.shape,
             check_invariants=False,  # built by scipy from a valid CSR matrix
         )
+
+
+def sparse_matmul(sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``sparse @ dense`` for a CSR ``[N, M]`` and a row-major ``[M, D]`` -> ``[N, D]``.
+
+    On the CPU the product is written straight into an uninitialised row-major result
+    (``beta=0``: the result is never read), which skips the zero fill and the column-major copy
+    that ``sparse @ dense`` makes: about 3x faster for LightGCN-sized graphs.
+    """
+    if sparse.device.type != "cpu":
+        return sparse @ dense
+    out = torch.empty(sparse.shape[0], dense.shape[1], dtype=dense.dtype, device=dense.device)
+    return torch.addmm(out, sparse, dense, beta=0, out=out)
 
 
 class _SymmetricSparseMatmul(torch.autograd.Function):
@@ -63,13 +81,13 @@ class _SymmetricSparseMatmul(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, adjacency: torch.Tensor, dense: torch.Tensor
     ) -> torch.Tensor:
         ctx.adjacency = adjacency
-        return adjacency @ dense
+        return sparse_matmul(adjacency, dense)
 
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[None, torch.Tensor]:
-        return None, ctx.adjacency @ grad.contiguous()
+        return None, sparse_matmul(ctx.adjacency, grad.contiguous())
 
 
 def propagate(adjacency: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -79,3 +97,65 @@ def propagate(adjacency: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     devices), and differentiates only with respect to ``dense``.
     """
     return _SymmetricSparseMatmul.apply(adjacency, dense.float())
+
+
+class _SparseMatmul(torch.autograd.Function):
+    """``A @ X`` for a constant sparse ``A`` whose transpose is given: the backward is
+    ``A^T @ grad`` with ``A^T`` built once, not transposed by autograd on every call."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        adjacency: torch.Tensor,
+        transpose: torch.Tensor,
+        dense: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.transpose = transpose
+        return sparse_matmul(adjacency, dense)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[None, None, torch.Tensor]:
+        return None, None, sparse_matmul(ctx.transpose, grad.contiguous())
+
+
+def propagate_directed(
+    adjacency: torch.Tensor, transpose: torch.Tensor, dense: torch.Tensor
+) -> torch.Tensor:
+    """``adjacency @ dense`` for a constant sparse matrix that is not symmetric (item-item kNN
+    graphs), given its ``transpose`` (both ``torch.sparse_csr``); float32 as :func:`propagate`."""
+    return _SparseMatmul.apply(adjacency, transpose, dense.float())
+
+
+def csr_pair(
+    rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sparse matrix with entries ``values`` at ``(rows, cols)`` (repeats summed) and its
+    transpose, as ``torch.sparse_csr`` float32 with int32 indices, on the inputs' device.
+
+    For operands of :func:`propagate_directed` built from tensors (kNN graphs, per-batch row
+    selections); no gradient flows to ``values``. On the CPU scipy assembles the matrices (3x
+    faster than torch's ``coalesce``).
+    """
+    values = values.detach().float()
+    if rows.device.type == "cpu":
+        matrix = sp.coo_matrix((values.numpy(), (rows.numpy(), cols.numpy())), shape=shape)
+        matrix = matrix.tocsr()  # sums repeated entries
+        return to_torch_csr(matrix), to_torch_csr(matrix.T.tocsr())
+    pair = []
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": we rely on matmul only
+        warnings.simplefilter("ignore", UserWarning)
+        for row, col, size in ((rows, cols, shape), (cols, rows, shape[::-1])):
+            csr = torch.sparse_coo_tensor(torch.stack([row, col]), values, size).coalesce()
+            csr = csr.to_sparse_csr()
+            pair.append(
+                torch.sparse_csr_tensor(
+                    csr.crow_indices().int(),
+                    csr.col_indices().int(),
+                    csr.values(),
+                    size=size,
+                    check_invariants=False,  # built by torch from a coalesced matrix
+                )
+            )
+    return pair[0], pair[1]

@@ -29,3 +29,18 @@ def embedding_norm_penalty(*embeddings: torch.Tensor) -> torch.Tensor:
     """
     total = sum(torch.linalg.vector_norm(e) for e in embeddings)
     return total / embeddings[-1].shape[0]
+
+
+def squared_norm_penalty(*embeddings: torch.Tensor) -> torch.Tensor:
+    r"""Squared L2 penalty :math:`\frac{1}{2B}\sum_m \lVert E_m \rVert_F^2` over a batch.
+
+    The regulariser of LATTICE (Zhang et al., MM 2021; ``bpr_loss`` of its code and MMRec's) and
+    the :math:`\lambda_\Theta \lVert\Theta\rVert^2` term of VBPR (He & McAuley, AAAI 2016, Eq. 7)
+    restricted to the parameters a batch touches. ``B`` is the batch size (LATTICE's code divides
+    by the configured batch size, which differs only for the last, smaller batch).
+
+    Args:
+        embeddings: ``[B, ...]`` tensors of one batch.
+    """
+    total = sum(e.pow(2).sum() for e in embeddings)
+    return total / (2 * embeddings[0].shape[0])

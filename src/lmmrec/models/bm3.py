@@ -1,0 +1,133 @@
+"""BM3: bootstrapped multi-modal latent representations, trained without negative items.
+
+Zhou, Zhou, Liu, Zeng, Miao, Wang, You, Jiang. "Bootstrap Latent Representations for
+Multi-modal Recommendation." WWW 2023 (arXiv 2207.05969); code: MMRec ``models/bm3.py``. The
+parts are named as in the paper (its equation numbers were not at hand when this was written).
+Dimensions: U users, I items, B batch, D ``embedding_size``, M modalities.
+
+* Encoder: LightGCN on the user-item graph (mean of layers) plus the item's ego embedding,
+  :math:`h_u, h_i` ``[D]``; features projected :math:`h_i^m = W_m f_i^m + b_m` ``[D]``.
+* Contrastive view generator: the online view is a shared predictor :math:`\\tilde h = W_p h +
+  b_p`; the target view is the encoder output with dropout and no gradient, one dropout mask
+  per node (MMRec drops out whole ``[U, D]``/``[I, D]`` matrices before indexing the batch).
+* Multi-modal contrastive loss: graph reconstruction :math:`2 - \\cos(\\tilde h_u, \\bar h_i) -
+  \\cos(\\tilde h_i, \\bar h_u)`; plus ``cl_weight`` times, per modality, inter-modality
+  feature alignment :math:`1 - \\cos(\\tilde h_i^m, \\bar h_i)` and intra-modality feature
+  masking :math:`1 - \\cos(\\tilde h_i^m, \\bar h_i^m)`; plus ``reg_weight`` times MMRec's
+  ``EmbLoss`` of all users' and items' encoder outputs. Positive pairs only: the sampler's
+  negatives are ignored. Cosines are batch means.
+* Score: :math:`\\tilde h_u^\\top \\tilde h_i`.
+
+Per-dataset best settings (authors, enoche/BM3 README): Baby ``n_layers=1, dropout=0.5,
+reg_weight=0.1`` (the defaults); Sports ``1, 0.5, 0.01``; Elec ``2, 0.3, 0.1``; ``cl_weight``
+2.0 everywhere (BM3.yaml). Learning rate 1e-3 and batch 2048 (MMRec overall.yaml) are trainer
+settings.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from lmmrec.data.sampling import Batch
+from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
+from lmmrec.models.graph import normalized_adjacency, to_torch_csr
+from lmmrec.models.losses import embedding_norm_penalty
+from lmmrec.models.mm_blocks import check_features, mean_of_layers, modality_dims
+from lmmrec.models.mm_layers import BatchRandom, FeatureTables, RowSelection, dropout
+from lmmrec.models.registry import register
+
+
+class BM3Config(ModelConfig):
+    embedding_size: int = Field(64, gt=0, description="D of embeddings and projections (64)")
+    n_layers: int = Field(1, ge=0, description="LightGCN layers (Baby/Sports 1, Elec 2)")
+    dropout: float = Field(
+        0.5, ge=0, lt=1, description="target-view dropout (Baby/Sports 0.5, Elec 0.3)"
+    )
+    reg_weight: float = Field(
+        0.1, ge=0, description="EmbLoss weight (Baby 0.1, Sports 0.01, Elec 0.1)"
+    )
+    cl_weight: float = Field(2.0, ge=0, description="weight of the feature losses (BM3.yaml)")
+    train_features: bool = Field(
+        True,
+        description="fine-tune the input features through a zero-initialised residual, as the "
+        "published model trains its feature tables (FeatureTables)",
+    )
+
+
+def _alignment(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:math:`1 - \\overline{\\cos}(online, target)` over a batch; the target is not trained."""
+    return 1 - F.cosine_similarity(online, target.detach(), dim=-1).mean()
+
+
+@register
+class BM3(Recommender):
+    """LightGCN encoder, a shared predictor and dropout target views of nodes and features."""
+
+    name = "bm3"
+    config_class = BM3Config
+    needs_features = True
+    config: BM3Config
+
+    def __init__(self, config: BM3Config, inputs: ModelInputs) -> None:
+        super().__init__(config, inputs)
+        dims = modality_dims(inputs, self.name)
+        size = config.embedding_size
+        self.user_embedding = nn.Parameter(torch.empty(self.n_users, size))
+        self.item_embedding = nn.Parameter(torch.empty(self.n_items, size))
+        nn.init.xavier_uniform_(self.user_embedding)
+        nn.init.xavier_uniform_(self.item_embedding)
+        self.predictor = nn.Linear(size, size)
+        nn.init.xavier_normal_(self.predictor.weight)
+        self.features = FeatureTables(dims, self.n_items, config.train_features)
+        self.projections = nn.ModuleDict({m: nn.Linear(d, size) for m, d in dims.items()})
+        for projection in self.projections.values():
+            nn.init.xavier_normal_(projection.weight)
+        self.register_buffer(
+            "adjacency", to_torch_csr(normalized_adjacency(inputs.train)), persistent=False
+        )
+        self.random = BatchRandom()
+
+    def _encode(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder outputs ``(h_u [U, D], h_i [I, D])``."""
+        ego = torch.cat([self.user_embedding, self.item_embedding])  # [U + I, D]
+        final = mean_of_layers(self.adjacency, ego, self.config.n_layers)  # [U + I, D]
+        return final[: self.n_users], final[self.n_users :] + self.item_embedding
+
+    def _target(
+        self, nodes: torch.Tensor, index: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Target view of the rows ``index`` of ``nodes [N, D]``: one dropout mask per node."""
+        unique, inverse = torch.unique(index, return_inverse=True)
+        with torch.no_grad():
+            dropped = dropout(nodes[unique], self.config.dropout, generator)  # [n, D]
+        return dropped[inverse]  # [B, D]
+
+    def embed(self, item_feats: ItemFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        check_features(item_feats, self.features.dims, self.name)
+        users, items = self._encode()
+        return self.predictor(users), self.predictor(items)  # [U, D], [I, D]
+
+    def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
+        check_features(item_feats, self.features.dims, self.name)
+        users, items = self._encode()  # [U, D], [I, D]
+        generator = self.random.generator(batch, users.device)
+        user_target = self._target(users, batch.users, generator)  # [B, D]
+        item_target = self._target(items, batch.pos_items, generator)  # [B, D]
+        loss = _alignment(self.predictor(users[batch.users]), item_target) + _alignment(
+            self.predictor(items[batch.pos_items]), user_target
+        )  # graph reconstruction
+        loss = loss + self.config.reg_weight * embedding_norm_penalty(users, items)
+        unique, inverse = torch.unique(batch.pos_items, return_inverse=True)
+        select = RowSelection.rows(unique, self.n_items)
+        for modality, projection in self.projections.items():
+            content = projection(self.features(item_feats, modality, select))  # [n, D]
+            online = self.predictor(content)[inverse]  # [B, D]
+            with torch.no_grad():
+                target = dropout(content, self.config.dropout, generator)[inverse]
+            loss = loss + self.config.cl_weight * (
+                _alignment(online, item_target) + _alignment(online, target)  # inter, intra
+            )
+        return loss

@@ -1,0 +1,99 @@
+"""BM3: no negatives, per-node dropout target views, the loss terms, any modalities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmmrec.data.dataset import Dataset
+from lmmrec.data.sampling import Batch, NegativeSampler
+from lmmrec.models import ModelInputs, build
+from lmmrec.models.losses import embedding_norm_penalty
+
+DIMS = {"image": 6, "text": 3}
+
+
+def _features(dataset: Dataset, dims: dict[str, int] = DIMS, grad: bool = False) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    return {
+        m: torch.randn(dataset.n_items, d, generator=gen, requires_grad=grad)
+        for m, d in dims.items()
+    }
+
+
+def _model(dataset: Dataset, dims: dict[str, int] = DIMS, **params: object):
+    torch.manual_seed(0)
+    inputs = ModelInputs(
+        n_users=dataset.n_users,
+        n_items=dataset.n_items,
+        train=dataset.train,
+        item_feats=_features(dataset, dims),
+    )
+    return build("bm3", {"embedding_size": 8, **params}, inputs)
+
+
+def _batch(dataset: Dataset) -> Batch:
+    return next(NegativeSampler(dataset.train).epoch(64, np.random.default_rng(0)))
+
+
+def test_negatives_are_ignored(tiny_dataset: Dataset) -> None:
+    model = _model(tiny_dataset, dropout=0.0)  # dropout masks are keyed by the whole batch
+    feats = _features(tiny_dataset)
+    batch = _batch(tiny_dataset)
+    other = Batch(batch.users, batch.pos_items, batch.neg_items.flip(0))
+    assert torch.equal(model.loss(batch, feats), model.loss(other, feats))
+
+
+def test_loss_without_dropout_is_the_papers_three_terms(tiny_dataset: Dataset) -> None:
+    model = _model(tiny_dataset, dropout=0.0, reg_weight=0.3, cl_weight=2.0)
+    feats = _features(tiny_dataset)
+    batch = _batch(tiny_dataset)
+    users, items = model._encode()
+    predict = model.predictor
+
+    def align(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return 1 - F.cosine_similarity(a, b, dim=-1).mean()
+
+    u, i = users[batch.users], items[batch.pos_items]
+    expected = align(predict(u), i) + align(predict(i), u)  # graph reconstruction
+    expected = expected + 0.3 * embedding_norm_penalty(users, items)
+    for modality, projection in model.projections.items():
+        content = projection(feats[modality])[batch.pos_items]
+        expected = expected + 2.0 * (align(predict(content), i) + align(predict(content), content))
+    torch.testing.assert_close(model.loss(batch, feats), expected)
+
+
+def test_target_views_drop_whole_nodes_consistently(tiny_dataset: Dataset) -> None:
+    model = _model(tiny_dataset, dropout=0.5)
+    nodes = torch.randn(10, 8)
+    index = torch.tensor([3, 7, 3, 3, 1])
+    target = model._target(nodes, index, torch.Generator().manual_seed(0))
+    assert torch.equal(target[0], target[2]) and torch.equal(target[0], target[3])
+    kept = target != 0
+    torch.testing.assert_close(target[kept], (nodes[index] * 2)[kept])  # scaled by 1 / (1 - p)
+
+
+def test_scores_are_predicted_vectors(tiny_dataset: Dataset) -> None:
+    model = _model(tiny_dataset)
+    feats = _features(tiny_dataset)
+    users, items = model.embed(feats)
+    encoded_users, encoded_items = model._encode()
+    torch.testing.assert_close(users, model.predictor(encoded_users))
+    torch.testing.assert_close(items, model.predictor(encoded_items))
+
+
+@pytest.mark.parametrize("train_features", [True, False])
+@pytest.mark.parametrize("dims", [{"text": 5}, DIMS, {"clip": 4, "image": 2, "text": 3}])
+def test_any_modalities_and_feature_training(
+    train_features: bool, dims: dict[str, int], tiny_dataset: Dataset
+) -> None:
+    model = _model(tiny_dataset, dims, train_features=train_features)
+    assert (len(model.features.residual) > 0) == train_features
+    feats = _features(tiny_dataset, dims, grad=True)
+    model.loss(_batch(tiny_dataset), feats).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    for modality, tensor in feats.items():
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0, modality

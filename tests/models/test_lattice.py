@@ -1,0 +1,137 @@
+"""LATTICE against a dense re-computation of MMRec's formulas; the per-epoch graph schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmmrec.data.dataset import Dataset
+from lmmrec.data.sampling import NegativeSampler
+from lmmrec.models import ModelInputs, build
+from lmmrec.models.graph import csr_pair
+from lmmrec.models.losses import bpr_loss, squared_norm_penalty
+
+DIMS = {"image": 6, "text": 3}
+
+
+def _features(dataset: Dataset, dims: dict[str, int] = DIMS, grad: bool = False) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    return {
+        m: torch.randn(dataset.n_items, d, generator=gen, requires_grad=grad)
+        for m, d in dims.items()
+    }
+
+
+def _model(dataset: Dataset, dims: dict[str, int] = DIMS, **params: object):
+    torch.manual_seed(0)
+    inputs = ModelInputs(
+        n_users=dataset.n_users,
+        n_items=dataset.n_items,
+        train=dataset.train,
+        item_feats=_features(dataset, dims),
+    )
+    return build(
+        "lattice", {"embedding_size": 8, "feat_embed_dim": 5, "knn_k": 4, **params}, inputs
+    )
+
+
+def _batches(dataset: Dataset):
+    return list(NegativeSampler(dataset.train).epoch(64, np.random.default_rng(0)))
+
+
+def _dense_knn(x: torch.Tensor, k: int) -> torch.Tensor:
+    """MMRec ``build_sim`` + ``build_knn_neighbourhood``: weighted top-k of cosine similarity."""
+    unit = x / x.norm(dim=1, keepdim=True)
+    similarity = unit @ unit.T
+    top = similarity.topk(k, dim=1)
+    return torch.zeros_like(similarity).scatter_(1, top.indices, top.values)
+
+
+def _laplacian(adjacency: torch.Tensor) -> torch.Tensor:
+    """MMRec ``compute_normalized_laplacian``: D^-1/2 A D^-1/2 with row sums D."""
+    inv = adjacency.sum(1).pow(-0.5)
+    return inv[:, None] * adjacency * inv[None, :]
+
+
+def _dense_item_graph(model, feats: dict) -> torch.Tensor:
+    alpha = torch.softmax(model.modal_weight, 0)
+    learned, initial = 0, 0
+    for m, (name, projection) in enumerate(model.projections.items()):
+        learned = learned + alpha[m] * _dense_knn(projection(feats[name]), 4)
+        initial = initial + alpha[m] * _laplacian(_dense_knn(feats[name], 4))
+    return 0.1 * _laplacian(learned) + 0.9 * initial  # lambda_coeff 0.9
+
+
+def test_item_graph_matches_mmrecs_dense_construction(tiny_dataset: Dataset) -> None:
+    model = _model(tiny_dataset)
+    with torch.no_grad():
+        model.modal_weight.copy_(torch.tensor([0.3, -0.2]))  # unequal modality weights
+    feats = _features(tiny_dataset)
+    rows, cols, values = model._item_graph(feats)
+    n = tiny_dataset.n_items
+    got = csr_pair(rows, cols, values, (n, n))[0].to_dense()
+    torch.testing.assert_close(got, _dense_item_graph(model, feats), rtol=1e-4, atol=1e-6)
+
+
+def test_embed_is_lightgcn_with_self_loops_plus_the_normalised_item_convolution(
+    tiny_dataset: Dataset,
+) -> None:
+    model = _model(tiny_dataset)
+    feats = _features(tiny_dataset)
+    users, items = model.embed(feats)
+    r = torch.from_numpy(tiny_dataset.train.toarray())
+    n_users = tiny_dataset.n_users
+    a = torch.zeros(n_users + tiny_dataset.n_items, n_users + tiny_dataset.n_items)
+    a[:n_users, n_users:], a[n_users:, :n_users] = r, r.T
+    a = a + torch.eye(len(a))
+    walk = a / a.sum(1, keepdim=True)  # MMRec normalized_adj_single(A + I): D^-1 (A + I)
+    x0 = torch.cat([model.user_embedding, model.item_embedding])
+    mean = (x0 + walk @ x0 + walk @ walk @ x0) / 3  # weight_size [64, 64]: 2 layers
+    h = _dense_item_graph(model, feats) @ model.item_embedding
+    torch.testing.assert_close(users, mean[:n_users], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(items, mean[n_users:] + F.normalize(h, dim=1), rtol=1e-4, atol=1e-5)
+
+
+def test_loss_is_bpr_plus_squared_l2(tiny_dataset: Dataset) -> None:
+    model = _model(tiny_dataset, reg_weight=0.2)
+    feats = _features(tiny_dataset)
+    batch = _batches(tiny_dataset)[0]
+    loss = model.loss(batch, feats)  # first batch of an epoch: graph built from these weights
+    users, items = model.embed(feats)
+    user, pos, neg = users[batch.users], items[batch.pos_items], items[batch.neg_items]
+    expected = bpr_loss((user * pos).sum(-1), (user * neg).sum(-1))
+    expected = expected + 0.2 * squared_norm_penalty(user, pos, neg)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_learned_graph_is_built_with_gradients_once_per_epoch(tiny_dataset: Dataset) -> None:
+    model = _model(tiny_dataset)
+    feats = _features(tiny_dataset)
+    batches = _batches(tiny_dataset)
+    graph_parts = [*model.projections.parameters(), *model.features.parameters()]
+    graph_parts.append(model.modal_weight)
+    for step, batch in enumerate([*batches, batches[0]]):
+        model.zero_grad(set_to_none=True)
+        model.loss(batch, feats).backward()
+        first_of_epoch = step in (0, len(batches))
+        assert all((p.grad is not None) == first_of_epoch for p in graph_parts), step
+        assert model.user_embedding.grad is not None
+
+
+@pytest.mark.parametrize("train_features", [True, False])
+@pytest.mark.parametrize("dims", [{"text": 5}, DIMS, {"clip": 4, "image": 2, "text": 3}])
+def test_any_modalities_and_feature_training(
+    train_features: bool, dims: dict[str, int], tiny_dataset: Dataset
+) -> None:
+    model = _model(tiny_dataset, dims, train_features=train_features)
+    assert (len(model.features.residual) > 0) == train_features
+    feats = _features(tiny_dataset, dims, grad=True)
+    model.loss(_batches(tiny_dataset)[0], feats).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    for modality, tensor in feats.items():
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0, modality
+    users, items = model.embed(feats)
+    assert torch.isfinite(users @ items.T).all()
