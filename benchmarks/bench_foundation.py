@@ -85,6 +85,10 @@ def measure_accuracy(data: Path, model: str, params: dict[str, float]) -> dict[s
 
 
 def _child(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.accuracy:
         result = measure_accuracy(args.data, args.model, json.loads(args.params))
     else:
@@ -107,6 +111,8 @@ def _in_process(args: argparse.Namespace, model: str, params: dict[str, float]) 
         str(args.evals),
         "--params",
         json.dumps(params),
+        "--threads",
+        str(args.threads),
     ] + (["--accuracy"] if args.accuracy else [])
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -120,6 +126,7 @@ def main() -> None:
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("--models", default="bpr,lightgcn")
     parser.add_argument("--params", default="{}", help="JSON hyper-parameters (accuracy runs)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
