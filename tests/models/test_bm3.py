@@ -6,32 +6,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import DIMS, build_model
+from model_helpers import random_features as _features
 
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import Batch, NegativeSampler
-from lmmrec.models import ModelInputs, build
 from lmmrec.models.losses import embedding_norm_penalty
-
-DIMS = {"image": 6, "text": 3}
-
-
-def _features(dataset: Dataset, dims: dict[str, int] = DIMS, grad: bool = False) -> dict:
-    gen = torch.Generator().manual_seed(0)
-    return {
-        m: torch.randn(dataset.n_items, d, generator=gen, requires_grad=grad)
-        for m, d in dims.items()
-    }
 
 
 def _model(dataset: Dataset, dims: dict[str, int] = DIMS, **params: object):
-    torch.manual_seed(0)
-    inputs = ModelInputs(
-        n_users=dataset.n_users,
-        n_items=dataset.n_items,
-        train=dataset.train,
-        item_feats=_features(dataset, dims),
-    )
-    return build("bm3", {"embedding_size": 8, **params}, inputs)
+    return build_model("bm3", dataset, dims, {"embedding_size": 8, **params})
 
 
 def _batch(dataset: Dataset) -> Batch:

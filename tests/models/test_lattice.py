@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import DIMS, build_model
+from model_helpers import batches as _batches
+from model_helpers import random_features as _features
 
 from lmmrec.data.dataset import Dataset
-from lmmrec.data.sampling import NegativeSampler
-from lmmrec.models import ModelInputs, build
 from lmmrec.models.graph import csr_pair
 from lmmrec.models.losses import bpr_loss, squared_norm_penalty
 
-DIMS = {"image": 6, "text": 3}
-
-
-def _features(dataset: Dataset, dims: dict[str, int] = DIMS, grad: bool = False) -> dict:
-    gen = torch.Generator().manual_seed(0)
-    return {
-        m: torch.randn(dataset.n_items, d, generator=gen, requires_grad=grad)
-        for m, d in dims.items()
-    }
-
 
 def _model(dataset: Dataset, dims: dict[str, int] = DIMS, **params: object):
-    torch.manual_seed(0)
-    inputs = ModelInputs(
-        n_users=dataset.n_users,
-        n_items=dataset.n_items,
-        train=dataset.train,
-        item_feats=_features(dataset, dims),
+    return build_model(
+        "lattice", dataset, dims, {"embedding_size": 8, "feat_embed_dim": 5, "knn_k": 4, **params}
     )
-    return build(
-        "lattice", {"embedding_size": 8, "feat_embed_dim": 5, "knn_k": 4, **params}, inputs
-    )
-
-
-def _batches(dataset: Dataset):
-    return list(NegativeSampler(dataset.train).epoch(64, np.random.default_rng(0)))
 
 
 def _dense_knn(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_helpers import DIMS, build_model
+from model_helpers import random_features as _features
 
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import NegativeSampler
@@ -12,26 +14,9 @@ from lmmrec.errors import FeatureError
 from lmmrec.models import ModelInputs, build
 from lmmrec.models.losses import bpr_loss, embedding_norm_penalty, squared_norm_penalty
 
-DIMS = {"image": 6, "text": 3}
-
-
-def _features(dataset: Dataset, dims: dict[str, int], grad: bool = False) -> dict:
-    gen = torch.Generator().manual_seed(0)
-    return {
-        m: torch.randn(dataset.n_items, d, generator=gen, requires_grad=grad)
-        for m, d in dims.items()
-    }
-
 
 def _model(dataset: Dataset, dims: dict[str, int] = DIMS, **params: object):
-    torch.manual_seed(0)
-    inputs = ModelInputs(
-        n_users=dataset.n_users,
-        n_items=dataset.n_items,
-        train=dataset.train,
-        item_feats=_features(dataset, dims),
-    )
-    return build("vbpr", {"embedding_size": 4, **params}, inputs)
+    return build_model("vbpr", dataset, dims, {"embedding_size": 4, **params})
 
 
 def _batch(dataset: Dataset):

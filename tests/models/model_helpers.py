@@ -1,0 +1,44 @@
+"""Helpers shared by the model-specific tests: random features, a seeded model, batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmmrec.data.dataset import Dataset
+from lmmrec.data.sampling import Batch, NegativeSampler
+from lmmrec.models import ModelInputs, Recommender, build
+
+DIMS = {"image": 6, "text": 3}
+
+
+def random_features(
+    dataset: Dataset, dims: dict[str, int] = DIMS, grad: bool = False
+) -> dict[str, torch.Tensor]:
+    """Seeded standard-normal features ``{modality: [I, d]}``."""
+    gen = torch.Generator().manual_seed(0)
+    return {
+        m: torch.randn(dataset.n_items, d, generator=gen, requires_grad=grad)
+        for m, d in dims.items()
+    }
+
+
+def build_model(
+    name: str, dataset: Dataset, dims: dict[str, int], params: dict[str, Any]
+) -> Recommender:
+    """Model ``name`` built with seed 0 on ``dataset`` and :func:`random_features` of ``dims``."""
+    torch.manual_seed(0)
+    inputs = ModelInputs(
+        n_users=dataset.n_users,
+        n_items=dataset.n_items,
+        train=dataset.train,
+        item_feats=random_features(dataset, dims),
+    )
+    return build(name, params, inputs)
+
+
+def batches(dataset: Dataset, size: int = 64) -> list[Batch]:
+    """One seeded epoch of training triples."""
+    return list(NegativeSampler(dataset.train).epoch(size, np.random.default_rng(0)))
