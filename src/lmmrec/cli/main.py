@@ -46,7 +46,7 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, float], list[str]
 
 @app.command()
 def demo(
-    epochs: Annotated[int, typer.Option(help="maximum epochs per model")] = 300,
+    epochs: Annotated[int, typer.Option(help="maximum epochs per model")] = 100,
     output: Annotated[Path, typer.Option(help="parent folder of the run directories")] = Path(
         "runs/demo"
     ),
@@ -82,8 +82,9 @@ def demo(
             model=model,
             features=feature_set,
             output_dir=str(output),
-            train=TrainConfig(epochs=epochs, patience=10),
+            train=TrainConfig(epochs=epochs, patience=20),
         )
+        console.print(f"training {model} (at most {epochs} epochs, early stopping on validation)")
         result = train(config, dataset=dataset, resume=False).fit
         rows.append(
             (
