@@ -15,25 +15,18 @@ seeded standard normal. The interactions are read in place (``read_mmrec``), nev
 (192,403 users, 63,001 items, 1,689,188 interactions, power-law item popularity, MMRec's 8:1:1
 per-user split; seeded) to check that the models fit in memory and finish.
 
-``--keep-freed-memory`` runs the models with glibc's malloc told to keep freed large blocks
-(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``). PyTorch's CPU allocator caches
-nothing, so otherwise every large temporary (a ``[I, 4096]`` gradient, a ``[U + I, 64]``
-layer) is mapped, page-faulted and unmapped again at every step: system time that is a large
-share of an epoch on a virtual machine.
-
 Usage:
     python benchmarks/bench_models.py [--data ../shared/data/amazon/baby] [--models vbpr,bm3]
     python benchmarks/bench_models.py --data ../shared/data/amazon/sports --epochs 3
     python benchmarks/bench_models.py --synthetic-electronics --models freedom,lattice --epochs 2
     python benchmarks/bench_models.py --models freedom --params '{"train_features": false}'
-    python benchmarks/bench_models.py --threads 1 --keep-freed-memory
+    python benchmarks/bench_models.py --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -48,9 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "amazon" / "baby"
 DEFAULT_MODELS = "vbpr,bm3,freedom,lattice"
 FEATURE_DIMS = {"image": 4096, "text": 384}  # MMRec's CNN image and SBERT text features
-# glibc tunables: freed large blocks stay in the process and are reused, instead of being
-# unmapped and page-faulted in again on every training step (``--keep-freed-memory``)
-KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 33)}
 ELECTRONICS = {"n_users": 192_403, "n_items": 63_001, "n_interactions": 1_689_188}
 # MMRec on this machine, Baby (../shared/reference/mmrec-timings.md): s/epoch, s/eval, peak GB
 MMREC_BABY = {
@@ -156,8 +146,7 @@ def run_child(args: argparse.Namespace, model: str, cache: Path) -> dict:
     command += ["--data", str(args.data), "--epochs", str(args.epochs), "--evals", str(args.evals)]
     command += ["--params", args.params, "--device", args.device, "--threads", str(args.threads)]
     command += ["--synthetic-electronics"] if args.synthetic_electronics else []
-    env = {**os.environ, **(KEEP_FREED_MEMORY if args.keep_freed_memory else {})}
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         return {"model": model, "error": result.stderr.strip().splitlines()[-1:]}
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -186,9 +175,6 @@ def main() -> None:
     parser.add_argument("--params", default="{}", help="JSON hyper-parameters for every model")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument(
-        "--keep-freed-memory", action="store_true", help="run the models with KEEP_FREED_MEMORY"
-    )
     parser.add_argument("--synthetic-electronics", action="store_true")
     parser.add_argument("--cache", type=Path, help="kNN-graph cache (default: a temp folder)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -29,6 +29,11 @@ class Batch:
     def __len__(self) -> int:
         return int(self.users.shape[0])
 
+    def node_rows(self, n_users: int) -> torch.Tensor:
+        """``[3B]`` rows of a users-then-items node table ``[U + I, .]``: users, positives,
+        negatives (items offset by ``n_users``), for one gather instead of three."""
+        return torch.cat([self.users, self.pos_items + n_users, self.neg_items + n_users])
+
 
 class NegativeSampler:
     """Uniform negatives excluding each user's training items.

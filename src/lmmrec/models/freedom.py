@@ -34,10 +34,10 @@ from torch import nn
 
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
-from lmmrec.models.graph import normalized_adjacency, to_torch_csr
+from lmmrec.models.graph import mean_of_layers, normalized_adjacency, to_torch_csr
 from lmmrec.models.knn import EdgeList, ItemGraph, cached_knn, knn_edges, normalize_edges
 from lmmrec.models.losses import bpr_loss
-from lmmrec.models.mm_blocks import check_features, mean_of_layers, modality_dims
+from lmmrec.models.mm_blocks import check_features, modality_dims
 from lmmrec.models.mm_layers import BatchRandom, EpochClock, FeatureTables, RowSelection
 from lmmrec.models.registry import register
 

@@ -56,16 +56,22 @@ def to_torch_csr(matrix: sp.csr_matrix) -> torch.Tensor:
         )
 
 
-def sparse_matmul(sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+def sparse_matmul(
+    sparse: torch.Tensor, dense: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``sparse @ dense`` for a CSR ``[N, M]`` and a row-major ``[M, D]`` -> ``[N, D]``.
 
     On the CPU the product is written straight into an uninitialised row-major result
     (``beta=0``: the result is never read), which skips the zero fill and the column-major copy
     that ``sparse @ dense`` makes: about 3x faster for LightGCN-sized graphs.
+
+    Args:
+        out: optional ``[N, D]`` buffer to write the product into (CPU).
     """
     if sparse.device.type != "cpu":
         return sparse @ dense
-    out = torch.empty(sparse.shape[0], dense.shape[1], dtype=dense.dtype, device=dense.device)
+    if out is None:
+        out = torch.empty(sparse.shape[0], dense.shape[1], dtype=dense.dtype, device=dense.device)
     return torch.addmm(out, sparse, dense, beta=0, out=out)
 
 
@@ -97,6 +103,81 @@ def propagate(adjacency: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     devices), and differentiates only with respect to ``dense``.
     """
     return _SymmetricSparseMatmul.apply(adjacency, dense.float())
+
+
+class _LayerSum(torch.autograd.Function):
+    r"""``scale * (X + A X + ... + A^K X)`` for a constant symmetric sparse ``A``.
+
+    The map is the polynomial :math:`P = s \sum_{k=0}^{K} A^k`, which is symmetric when ``A`` is,
+    so the backward applies the same polynomial to the gradient. One autograd node instead of
+    ``2K + 1``, no intermediate layer kept for the backward, and no separate sums.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        adjacency: torch.Tensor,
+        dense: torch.Tensor,
+        n_layers: int,
+        scale: float,
+    ) -> torch.Tensor:
+        ctx.adjacency, ctx.n_layers, ctx.scale = adjacency, n_layers, scale
+        return _polynomial(adjacency, dense, n_layers, scale)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[None, torch.Tensor, None, None]:
+        grad_dense = _polynomial(ctx.adjacency, grad.contiguous(), ctx.n_layers, ctx.scale)
+        return None, grad_dense, None, None
+
+
+def _polynomial(
+    adjacency: torch.Tensor, dense: torch.Tensor, n_layers: int, scale: float
+) -> torch.Tensor:
+    """``s * sum_{k=0}^{K} A^k X`` by Horner's rule, ``Y <- sX + A Y``, K times from ``Y = sX``.
+
+    The steps alternate between two buffers, so no memory is allocated per layer.
+    """
+    scaled = dense * scale if scale != 1 or n_layers == 0 else dense  # never returned as is
+    buffers = (torch.empty_like(scaled), torch.empty_like(scaled))
+    result = scaled
+    for step in range(n_layers):
+        result = sparse_matmul(adjacency, result, buffers[step % 2]).add_(scaled)
+    return result
+
+
+def layer_sum(
+    adjacency: torch.Tensor, dense: torch.Tensor, n_layers: int, scale: float = 1.0
+) -> torch.Tensor:
+    r"""``scale * sum_{k=0}^{K} A^k X``: the sum of a graph's propagation layers, layer 0 included.
+
+    With ``scale = 1 / (K + 1)`` this is LightGCN's read-out (He et al., SIGIR 2020, Eq. 8); with 1,
+    DualGNN's per-modality sum. ``A`` must be symmetric (see :func:`propagate`); float32.
+
+    Args:
+        adjacency: ``[N, N]`` symmetric sparse matrix.
+        dense: ``[N, C]`` layer-0 embeddings.
+        n_layers: K.
+        scale: factor applied to the sum.
+
+    Returns:
+        ``[N, C]``.
+    """
+    return _LayerSum.apply(adjacency, dense.float(), n_layers, scale)
+
+
+def mean_of_layers(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:
+    r"""LightGCN read-out :math:`\frac{1}{K+1}\sum_{k=0}^{K} \hat A^k X` (He et al. 2020, Eq. 8).
+
+    Args:
+        adjacency: ``[N, N]`` symmetric sparse matrix.
+        x: ``[N, C]`` layer-0 embeddings.
+
+    Returns:
+        ``[N, C]``.
+    """
+    return layer_sum(adjacency, x, n_layers, 1 / (n_layers + 1))
 
 
 class _SparseMatmul(torch.autograd.Function):

@@ -20,7 +20,6 @@ constant :class:`ItemGraph` (CSR matrix and its transpose).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmmrec.cache import DerivedCache, tensor_hash
@@ -49,10 +48,13 @@ def knn_search(
     k = min(k, n_items)
     rows_per_block = max(1, block_elements // max(n_items, 1))
     with torch.no_grad():
-        unit = F.normalize(features.detach().float(), dim=1)  # [I, d]
+        x = features.detach().float()  # [I, d], not copied when float32 already
+        inverse_norm = x.norm(dim=1).clamp_min(1e-12).reciprocal()  # [I], as F.normalize
         values, indices = [], []
         for start in range(0, n_items, rows_per_block):
-            similarity = unit[start : start + rows_per_block] @ unit.T  # [b, I]
+            block = slice(start, start + rows_per_block)
+            similarity = x[block] @ x.T  # [b, I]
+            similarity.mul_(inverse_norm[block].unsqueeze(1)).mul_(inverse_norm)  # cosine
             top = similarity.topk(k, dim=1)
             values.append(top.values)
             indices.append(top.indices)

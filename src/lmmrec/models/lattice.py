@@ -37,7 +37,7 @@ from torch import nn
 
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
-from lmmrec.models.graph import csr_pair, propagate_directed, to_torch_csr
+from lmmrec.models.graph import csr_pair, mean_of_layers, propagate_directed, to_torch_csr
 from lmmrec.models.knn import (
     EdgeList,
     cached_knn,
@@ -47,7 +47,7 @@ from lmmrec.models.knn import (
     normalize_edges,
 )
 from lmmrec.models.losses import bpr_loss, squared_norm_penalty
-from lmmrec.models.mm_blocks import check_features, mean_of_layers, modality_dims
+from lmmrec.models.mm_blocks import check_features, modality_dims
 from lmmrec.models.mm_layers import EpochClock, FeatureTables
 from lmmrec.models.registry import register
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
-from lmmrec.models.graph import normalized_adjacency, propagate, to_torch_csr
+from lmmrec.models.graph import layer_sum, normalized_adjacency, to_torch_csr
 from lmmrec.models.losses import bpr_loss, embedding_norm_penalty
 from lmmrec.models.registry import register
 
@@ -29,7 +29,8 @@ class LightGCNConfig(ModelConfig):
 
 @register
 class LightGCN(Recommender):
-    """Ego embeddings ``E0 [U + I, D]`` propagated K times over the normalised adjacency."""
+    """Ego embeddings ``E0 [U + I, D]`` (users, then items) propagated K times over the normalised
+    adjacency."""
 
     name = "lightgcn"
     config_class = LightGCNConfig
@@ -37,30 +38,28 @@ class LightGCN(Recommender):
 
     def __init__(self, config: LightGCNConfig, inputs: ModelInputs) -> None:
         super().__init__(config, inputs)
-        self.user_embedding = nn.Parameter(torch.empty(self.n_users, config.embedding_size))
-        self.item_embedding = nn.Parameter(torch.empty(self.n_items, config.embedding_size))
-        nn.init.xavier_uniform_(self.user_embedding)
-        nn.init.xavier_uniform_(self.item_embedding)
+        # users then items in one table: propagation needs them stacked, and one table spares a
+        # concatenation per step and its backward
+        self.ego = nn.Parameter(torch.empty(self.n_users + self.n_items, config.embedding_size))
+        nn.init.xavier_uniform_(self.ego[: self.n_users])  # users [U, D]
+        nn.init.xavier_uniform_(self.ego[self.n_users :])  # items [I, D]
         self.register_buffer(
             "adjacency", to_torch_csr(normalized_adjacency(inputs.train)), persistent=False
         )
 
+    def _layer_sum(self) -> torch.Tensor:
+        """``sum_k A^k E0`` ``[U + I, D]``, users first; Eq. 8 divides it by ``K + 1``, which the
+        callers apply to the rows they use (a batch's rows in training)."""
+        return layer_sum(self.adjacency, self.ego, self.config.n_layers)
+
     def embed(self, item_feats: ItemFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-        layer = torch.cat([self.user_embedding, self.item_embedding])  # [U + I, D]
-        total = layer
-        for _ in range(self.config.n_layers):
-            layer = propagate(self.adjacency, layer)  # [U + I, D]
-            total = total + layer
-        final = total / (self.config.n_layers + 1)  # [U + I, D], Eq. 8
+        final = self._layer_sum() / (self.config.n_layers + 1)  # [U + I, D], Eq. 8
         return final[: self.n_users], final[self.n_users :]
 
     def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
-        users, items = self.embed(item_feats)
-        user, pos, neg = users[batch.users], items[batch.pos_items], items[batch.neg_items]
+        nodes = batch.node_rows(self.n_users)  # [3B]: users, positives, negatives
+        rows = self._layer_sum().index_select(0, nodes) / (self.config.n_layers + 1)  # Eq. 8
+        user, pos, neg = rows.chunk(3)  # [B, D] each
         ranking = bpr_loss((user * pos).sum(-1), (user * neg).sum(-1))
-        ego = (
-            self.user_embedding[batch.users],
-            self.item_embedding[batch.pos_items],
-            self.item_embedding[batch.neg_items],
-        )
+        ego = self.ego.index_select(0, nodes).chunk(3)
         return ranking + self.config.reg_weight * embedding_norm_penalty(*ego)

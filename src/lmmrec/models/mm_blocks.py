@@ -18,7 +18,7 @@ from torch import nn
 
 from lmmrec.errors import FeatureError
 from lmmrec.models.base import ItemFeatures, ModelInputs
-from lmmrec.models.graph import propagate, sparse_matmul
+from lmmrec.models.graph import sparse_matmul
 
 
 def modality_dims(inputs: ModelInputs, model: str) -> dict[str, int]:
@@ -217,20 +217,6 @@ def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float)
     ``positives [B, C]`` among all rows."""
     logits = (anchors / temperature) @ positives.T  # [B, B]; tau applied to the smaller side
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
-
-
-def mean_of_layers(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:
-    r"""LightGCN read-out :math:`\frac{1}{K+1}\sum_{k=0}^{K} \hat A^k X` (He et al. 2020, Eq. 8).
-
-    Args:
-        adjacency: ``[N, N]`` symmetric sparse matrix.
-        x: ``[N, C]`` layer-0 embeddings.
-    """
-    total = layer = x
-    for _ in range(n_layers):
-        layer = propagate(adjacency, layer)  # [N, C]
-        total = total + layer
-    return total / (n_layers + 1)
 
 
 class ModalityLightGCN(nn.Module):

@@ -89,16 +89,20 @@ class VBPR(Recommender):
         select = None if items is None else RowSelection.rows(items, self.n_items)
         features = {m: self.features(item_feats, m, select) for m in self.features.dims}
         content = self.content(features)  # [n, D(+1)]
-        gamma = self.item_factors if items is None else self.item_factors[items]  # [n, D]
+        # gamma_i [n, D]
+        gamma = self.item_factors if items is None else self.item_factors.index_select(0, items)
         if not self.canonical:
             return torch.cat([gamma, content], dim=1)  # [gamma_i, W f_i + b]
         size = self.config.embedding_size
-        bias = self.item_bias if items is None else self.item_bias[items]  # [n]
+        # beta_i [n]
+        bias = self.item_bias if items is None else self.item_bias.index_select(0, items)
         visual_bias = content[:, size] + bias  # beta_i + beta' f_i
         return torch.cat([gamma, content[:, :size], visual_bias.unsqueeze(1)], dim=1)
 
     def _user_vectors(self, users: torch.Tensor | None) -> torch.Tensor:
-        factors = self.user_factors if users is None else self.user_factors[users]  # [n, 2D]
+        factors = (  # [n, 2D]
+            self.user_factors if users is None else self.user_factors.index_select(0, users)
+        )
         if not self.canonical:
             return factors
         return torch.cat([factors, factors.new_ones(factors.shape[0], 1)], dim=1)  # [.., 1]
@@ -113,7 +117,7 @@ class VBPR(Recommender):
         items, inverse = torch.unique(
             torch.cat([batch.pos_items, batch.neg_items]), return_inverse=True
         )
-        vectors = self._item_vectors(item_feats, items)[inverse]  # [2B, 2D(+1)]
+        vectors = self._item_vectors(item_feats, items).index_select(0, inverse)  # [2B, 2D(+1)]
         pos, neg = vectors[:n], vectors[n:]
         user = self._user_vectors(batch.users)  # [B, 2D(+1)]
         ranking = bpr_loss((user * pos).sum(-1), (user * neg).sum(-1))  # BPR-OPT
