@@ -57,7 +57,7 @@ class Evaluator:
         ks: list[int] | tuple[int, ...] = (5, 10, 20, 50),
         *,
         mask_valid_at_test: bool = False,
-        batch_size: int = 4096,
+        batch_size: int = 2048,
         device: torch.device | str = "cpu",
     ) -> None:
         if split not in ("valid", "test"):

@@ -8,6 +8,7 @@ MMRec's embedding-norm regulariser (``reg_weight``) so that MMRec's grids transf
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -31,7 +32,8 @@ class BPRConfig(ModelConfig):
 
 @register
 class BPR(Recommender):
-    """User factors ``P [U, D]`` and item factors ``Q [I, D]``; ignores item features."""
+    """User factors ``P [U, D]`` and item factors ``Q [I, D]``, stacked in one ``[U + I, D]``
+    table; ignores item features."""
 
     name = "bpr"
     config_class = BPRConfig
@@ -39,17 +41,16 @@ class BPR(Recommender):
 
     def __init__(self, config: BPRConfig, inputs: ModelInputs) -> None:
         super().__init__(config, inputs)
-        self.user_embedding = nn.Embedding(self.n_users, config.embedding_size)
-        self.item_embedding = nn.Embedding(self.n_items, config.embedding_size)
-        nn.init.xavier_normal_(self.user_embedding.weight)
-        nn.init.xavier_normal_(self.item_embedding.weight)
+        # one table: a batch's rows are gathered, and their gradient scattered, in one operation
+        self.factors = nn.Parameter(torch.empty(self.n_users + self.n_items, config.embedding_size))
+        nn.init.xavier_normal_(self.factors[: self.n_users])  # P [U, D]
+        nn.init.xavier_normal_(self.factors[self.n_users :])  # Q [I, D]
 
     def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
-        user = self.user_embedding(batch.users)  # [B, D]
-        pos = self.item_embedding(batch.pos_items)  # [B, D]
-        neg = self.item_embedding(batch.neg_items)  # [B, D]
+        rows = F.embedding(batch.node_rows(self.n_users), self.factors)  # [3B, D]
+        user, pos, neg = rows.chunk(3)  # [B, D] each
         ranking = bpr_loss((user * pos).sum(-1), (user * neg).sum(-1))
         return ranking + self.config.reg_weight * embedding_norm_penalty(user, pos, neg)
 
     def embed(self, item_feats: ItemFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.user_embedding.weight, self.item_embedding.weight  # [U, D], [I, D]
+        return self.factors[: self.n_users], self.factors[self.n_users :]  # [U, D], [I, D]

@@ -42,7 +42,9 @@ class TrainConfig(BaseModel):
     valid_metric: str = Field("recall@20", description="model-selection metric on validation")
     eval_every: int = Field(1, gt=0, description="evaluate on validation every N epochs")
     ks: list[int] = Field([5, 10, 20, 50], description="cut-offs K of the reported metrics")
-    eval_batch_size: int = Field(4096, gt=0, description="users per scoring block")
+    eval_batch_size: int = Field(
+        2048, gt=0, description="users per scoring block ([block, I] float32 scores in memory)"
+    )
     mask_valid_at_test: bool = Field(
         False, description="also mask validation items when ranking for test (MMRec: no)"
     )

@@ -42,16 +42,29 @@ _MMAP_THRESHOLD = 1024**3  # blocks below 1 GiB come from the heap
 
 
 @functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc on Linux (it has ``mallopt`` and ``malloc_trim``)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 (glibc has both; musl has neither)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+@functools.cache
 def keep_freed_memory() -> bool:
     """Let glibc reuse freed memory instead of handing it back to the system (CPU runs).
 
     A training step allocates and frees tensors of the same sizes every time (propagated node
     embeddings, gathered feature rows, their gradients), and PyTorch's CPU allocator caches
     nothing. By default glibc maps blocks above a threshold freshly and trims the freed heap, so
-    every step faults its pages in again: about a tenth of a LightGCN epoch and a fifth of a VBPR
-    epoch on Amazon Baby, mostly system time. Serving blocks below 1 GiB from the heap and never
-    trimming it keeps those pages for reuse. The resident size no longer shrinks between steps;
-    its peak stays below MMRec's on every model (benchmarks/README.md).
+    every step faults its pages in again: a tenth of a LightGCN epoch on Amazon Baby and half of
+    a BM3 or FREEDOM epoch, mostly system time. Serving blocks below 1 GiB from the heap and not
+    trimming it keeps those pages for reuse between steps; :func:`release_freed_memory` hands
+    them back at the end of each epoch, so evaluation starts from what is live.
 
     Does nothing outside Linux/glibc, or when ``MALLOC_MMAP_THRESHOLD_`` or
     ``MALLOC_TRIM_THRESHOLD_`` is set (the user's own choice stands).
@@ -59,18 +72,21 @@ def keep_freed_memory() -> bool:
     Returns:
         Whether the settings were applied.
     """
-    if not sys.platform.startswith("linux") or any(
+    libc = _glibc()
+    if libc is None or any(
         name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
     ):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
     )
+
+
+def release_freed_memory() -> None:
+    """Return the heap's free pages to the system (``malloc_trim``) when
+    :func:`keep_freed_memory` is in effect; a no-op otherwise."""
+    if keep_freed_memory.cache_info().currsize and keep_freed_memory():
+        _glibc().malloc_trim(0)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from lmmrec.evaluation.evaluator import Evaluator
 from lmmrec.io import atomic_path, read_json, write_json
 from lmmrec.models.base import ItemFeatures, Recommender
 from lmmrec.training.config import TrainConfig
-from lmmrec.training.runtime import Runtime
+from lmmrec.training.runtime import Runtime, release_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,9 @@ class Trainer:
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Metrics of the model as it is now on ``split`` (``"valid"`` or ``"test"``)."""
         evaluator = self.valid_evaluator if split == "valid" else self.test_evaluator
-        return evaluator.evaluate(*self.embed())
+        metrics = evaluator.evaluate(*self.embed())
+        release_freed_memory()
+        return metrics
 
     # ----------------------------------------------------------------- training
     def train_epoch(self) -> float:
@@ -163,6 +165,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             total += loss.detach()
+        release_freed_memory()  # what the steps kept for reuse, before evaluation allocates
         mean = float(total) / max(n_batches, 1)
         if not math.isfinite(mean):
             raise TrainingError(
