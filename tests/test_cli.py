@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from lmmrec.cli import app
 from lmmrec.data.dataset import Dataset
+from lmmrec.errors import ConfigError
 from lmmrec.io import read_json
 
 runner = CliRunner()
@@ -87,3 +88,22 @@ def test_user_errors_print_one_line_without_traceback(dataset_dir: Path, tmp_pat
     assert "Traceback" not in completed.stderr
     lines = [line for line in completed.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: unknown model 'no_such_model'")
+
+
+def test_demo_trains_the_chosen_models_and_prints_their_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LMMREC_HOME", str(tmp_path / "home"))
+    result = runner.invoke(
+        app, ["demo", "--models", "bpr", "--epochs", "1", "--output", str(tmp_path / "runs")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "bpr" in result.output and "lightgcn" not in result.output
+    assert (tmp_path / "runs").is_dir()
+
+
+def test_demo_rejects_an_unknown_model_before_doing_any_work(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--models", "bpr,nosuchmodel"])
+    assert isinstance(result.exception, ConfigError)  # printed as one line by the entry point
+    assert "nosuchmodel" in str(result.exception) and "lightgcn" in str(result.exception)
+    assert "loading" not in result.output

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from lmmrec.cli.data import data_app
 from lmmrec.cli.encode import demo_features, encode, features_app
-from lmmrec.errors import LmmrecError
+from lmmrec.errors import ConfigError, LmmrecError
 
 app = typer.Typer(
     help="Multi-modal recommendation with large multi-modal encoders.",
@@ -53,6 +53,10 @@ def demo(
     multimodal: Annotated[
         bool, typer.Option(help="also extract item features and train the multi-modal models")
     ] = True,
+    models: Annotated[
+        str | None,
+        typer.Option(help="comma-separated model names to train (default: all of them)"),
+    ] = None,
 ) -> None:
     """Train BPR, LightGCN and the multi-modal models on the demo shop; print test metrics.
 
@@ -64,6 +68,7 @@ def demo(
     from lmmrec.models import get, names
     from lmmrec.training import RunConfig, TrainConfig, train
 
+    chosen = _model_names(models)
     console.print("[bold]lmmrec demo[/bold]: loading the built-in demo shop ...")
     dataset = load_demo()
     stats = dataset.statistics()
@@ -71,10 +76,14 @@ def demo(
         f"{stats['users']} users, {stats['items']} items, {stats['interactions']} interactions "
         f"({stats['items_unseen_in_train']} items never seen in training)"
     )
-    runs: list[tuple[str, str | None]] = [("bpr", None), ("lightgcn", None)]
-    if multimodal:
+    runs: list[tuple[str, str | None]] = [
+        (m, None) for m in ("bpr", "lightgcn") if chosen is None or m in chosen
+    ]
+    content_models = [m for m in names() if get(m).needs_features]
+    content_models = [m for m in content_models if chosen is None or m in chosen]
+    if multimodal and content_models:
         features = demo_features(dataset)
-        runs += [(model, features) for model in names() if get(model).needs_features]
+        runs += [(model, features) for model in content_models]
     rows = []
     for model, feature_set in runs:
         config = RunConfig(
@@ -95,6 +104,21 @@ def demo(
         )
     console.print(_metrics_table("demo: test metrics at the best validation epoch", rows))
     console.print(f"run directories under {output}/")
+
+
+def _model_names(models: str | None) -> set[str] | None:
+    """The names in ``--models`` (``None``: every model); unknown names are a ``ConfigError``."""
+    from lmmrec.models import names
+
+    if models is None:
+        return None
+    chosen = {m.strip() for m in models.split(",") if m.strip()}
+    unknown = sorted(chosen - set(names()))
+    if unknown or not chosen:
+        raise ConfigError(
+            f"--models {models!r}: unknown model(s) {unknown}; known: {', '.join(names())}"
+        )
+    return chosen
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
