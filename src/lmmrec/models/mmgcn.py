@@ -54,16 +54,39 @@ class MMGCNConfig(ModelConfig):
     )
 
 
-def _neighbour_mean(train: sp.csr_matrix) -> sp.csr_matrix:
-    """``D^{-1} A`` ``[N, N]``: each node's mean over its neighbours (0 rows for isolated nodes)."""
-    adjacency = sp.bmat([[None, train], [train.T, None]], format="csr", dtype=np.float32)
-    degree = np.asarray(adjacency.sum(axis=1)).ravel()
-    inverse = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
-    return (sp.diags(inverse.astype(np.float32)) @ adjacency).tocsr()
+class _NeighbourMeans(nn.Module):
+    """The neighbour-mean operator ``D^{-1} A`` of the bipartite graph, as its two blocks:
+    ``to_users = D_u^{-1} R`` ``[U, I]`` and ``to_items = D_i^{-1} R^T`` ``[I, U]`` (0 rows for
+    isolated nodes), each with its transpose for the backward pass."""
+
+    def __init__(self, train: sp.csr_matrix) -> None:
+        super().__init__()
+        r = train.astype(np.float32).tocsr()
+        for name, matrix in (("users", r), ("items", r.T.tocsr())):
+            degree = np.asarray(matrix.sum(axis=1)).ravel()
+            inverse = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
+            mean = (sp.diags(inverse.astype(np.float32)) @ matrix).tocsr()
+            self.register_buffer(f"to_{name}", to_torch_csr(mean), persistent=False)
+            self.register_buffer(f"to_{name}_t", to_torch_csr(mean.T.tocsr()), persistent=False)
+
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(D^{-1} A) [users; items]`` as ``(users' means [U, d], items' means [I, d])``."""
+        return (
+            propagate_directed(self.to_users, self.to_users_t, items),
+            propagate_directed(self.to_items, self.to_items_t, users),
+        )
 
 
 class _ModalityGCN(nn.Module):
-    """The GCN of one modality: input projection, then ``n_layers`` aggregate-combine layers."""
+    r"""The GCN of one modality: input projection, then ``n_layers`` aggregate-combine layers.
+
+    Users and items are kept as two tensors. The aggregation :math:`D^{-1}A\,x W` is computed
+    as :math:`(D^{-1}A\,x) W` (the same product): a user's neighbour mean is then a mean of item
+    rows only, so with fixed item features the first layer's user half is a constant and its
+    gradient is never formed, and no ``[N, d]`` concatenation is copied.
+    """
 
     def __init__(
         self, n_users: int, feature_size: int, latent: int | None, size: int, n_layers: int
@@ -82,26 +105,22 @@ class _ModalityGCN(nn.Module):
             nn.init.xavier_normal_(layer.weight)
 
     def forward(
-        self,
-        mean: tuple[torch.Tensor, torch.Tensor],
-        features: torch.Tensor,
-        ids: torch.Tensor,
-    ) -> torch.Tensor:
-        """``features [I, d]`` and ID embeddings ``[N, D]`` -> this modality's ``[N, D]``.
-
-        Args:
-            mean: the neighbour-mean operator ``D^-1 A`` and its transpose (sparse ``[N, N]``).
-        """
+        self, mean: _NeighbourMeans, features: torch.Tensor, ids: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features [I, d]`` and ID embeddings ``([U, D], [I, D])`` -> this modality's
+        ``(users [U, D], items [I, D])``."""
         items = self.projection(features) if self.projection is not None else features
-        # norm([P; f]) row-wise, without differentiating through the constant feature rows
-        x = torch.cat([F.normalize(self.preference, dim=1), F.normalize(items, dim=1)])
+        x = (F.normalize(self.preference, dim=1), F.normalize(items, dim=1))  # norm([P; f])
         for conv, linear, combine in zip(self.convs, self.linears, self.combines, strict=True):
-            h = F.leaky_relu(propagate_directed(*mean, x @ conv))  # [N, d_l], Eq. 1
-            x_hat = F.leaky_relu(linear(x)) + ids  # [N, D], Eq. 5
-            # G [h | x_hat] + g, as two products instead of copying the concatenation
-            width = h.shape[1]
-            joined = torch.addmm(combine.bias, h, combine.weight[:, :width].T)
-            x = F.leaky_relu(joined.addmm_(x_hat, combine.weight[:, width:].T))  # [N, D]
+            width = conv.shape[1]
+            x = tuple(
+                F.leaky_relu(  # G [h | x_hat] + g, as two products (no concatenation copied)
+                    torch.addmm(
+                        combine.bias, F.leaky_relu(neighbours @ conv), combine.weight[:, :width].T
+                    ).addmm_(F.leaky_relu(linear(own)) + id_rows, combine.weight[:, width:].T)
+                )  # Eq. 1 (h = lrelu(mean(x) W)) and Eq. 5 (x_hat = lrelu(L x + b) + id)
+                for own, neighbours, id_rows in zip(x, mean(*x), ids, strict=True)
+            )
         return x
 
 
@@ -127,26 +146,24 @@ class MMGCN(Recommender):
                 for m, d in self.dims.items()
             }
         )
-        mean = _neighbour_mean(inputs.train)  # D^-1 A
-        self.register_buffer("mean", to_torch_csr(mean), persistent=False)
-        self.register_buffer("mean_t", to_torch_csr(mean.T.tocsr()), persistent=False)
-
-    def _forward(self, item_feats: ItemFeatures) -> torch.Tensor:
-        check_features(item_feats, self.dims, self.name)
-        mean = (self.mean, self.mean_t)
-        out = [gcn(mean, item_feats[m], self.id_embedding) for m, gcn in self.gcns.items()]
-        return torch.stack(out).mean(0)  # [N, D]
+        self.mean = _NeighbourMeans(inputs.train)  # D^-1 A
 
     def embed(self, item_feats: ItemFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self._forward(item_feats)
-        return out[: self.n_users], out[self.n_users :]
+        """The mean over modalities of the GCN outputs: ``(users [U, D], items [I, D])``."""
+        check_features(item_feats, self.dims, self.name)
+        ids = self.id_embedding[: self.n_users], self.id_embedding[self.n_users :]
+        outputs = [gcn(self.mean, item_feats[m], ids) for m, gcn in self.gcns.items()]
+        users = sum(u for u, _ in outputs) / len(outputs)
+        items = sum(i for _, i in outputs) / len(outputs)
+        return users, items
 
     def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
-        out = self._forward(item_feats)
-        items = batch.pos_items + self.n_users, batch.neg_items + self.n_users
-        user, pos, neg = out[batch.users], out[items[0]], out[items[1]]  # [B, D]
+        users, items = self.embed(item_feats)
+        user = users.index_select(0, batch.users)  # [B, D]
+        pos, neg = items.index_select(0, torch.cat([batch.pos_items, batch.neg_items])).chunk(2)
         ranking = bpr_loss((user * pos).sum(-1), (user * neg).sum(-1))
-        id_penalty = paired_square_penalty(self.id_embedding, batch.users, *items)
+        nodes = batch.pos_items + self.n_users, batch.neg_items + self.n_users
+        id_penalty = paired_square_penalty(self.id_embedding, batch.users, *nodes)
         preference = sum(  # mean of squares over the whole table, as one reduction
             torch.linalg.vector_norm(gcn.preference).square() / gcn.preference.numel()
             for gcn in self.gcns.values()
