@@ -42,3 +42,17 @@ def build_model(
 def batches(dataset: Dataset, size: int = 64) -> list[Batch]:
     """One seeded epoch of training triples."""
     return list(NegativeSampler(dataset.train).epoch(size, np.random.default_rng(0)))
+
+
+def assert_every_input_learns(
+    model: Recommender, batch: Batch, feats: dict[str, torch.Tensor]
+) -> None:
+    """One backward pass reaches every parameter and every feature tensor with a non-zero
+    gradient, and the scores stay finite."""
+    model.loss(batch, feats).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    for modality, tensor in feats.items():
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0, modality
+    users, items = model.embed(feats)
+    assert torch.isfinite(users @ items.T).all()

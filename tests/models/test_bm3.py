@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import DIMS, build_model
+from model_helpers import DIMS, assert_every_input_learns, build_model
 from model_helpers import random_features as _features
 
 from lmmrec.data.dataset import Dataset
@@ -76,8 +76,4 @@ def test_any_modalities_and_feature_training(
     model = _model(tiny_dataset, dims, train_features=train_features)
     assert (len(model.features.residual) > 0) == train_features
     feats = _features(tiny_dataset, dims, grad=True)
-    model.loss(_batch(tiny_dataset), feats).backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
-    for modality, tensor in feats.items():
-        assert tensor.grad is not None and tensor.grad.abs().sum() > 0, modality
+    assert_every_input_learns(model, _batch(tiny_dataset), feats)
