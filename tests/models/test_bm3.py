@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import DIMS, assert_every_input_learns, build_model
+from model_helpers import DIMS, build_model
 from model_helpers import random_features as _features
 
 from lmmrec.data.dataset import Dataset
@@ -66,14 +65,3 @@ def test_scores_are_predicted_vectors(tiny_dataset: Dataset) -> None:
     encoded_users, encoded_items = model._encode()
     torch.testing.assert_close(users, model.predictor(encoded_users))
     torch.testing.assert_close(items, model.predictor(encoded_items))
-
-
-@pytest.mark.parametrize("train_features", [True, False])
-@pytest.mark.parametrize("dims", [{"text": 5}, DIMS, {"clip": 4, "image": 2, "text": 3}])
-def test_any_modalities_and_feature_training(
-    train_features: bool, dims: dict[str, int], tiny_dataset: Dataset
-) -> None:
-    model = _model(tiny_dataset, dims, train_features=train_features)
-    assert (len(model.features.residual) > 0) == train_features
-    feats = _features(tiny_dataset, dims, grad=True)
-    assert_every_input_learns(model, _batch(tiny_dataset), feats)

@@ -113,17 +113,13 @@ def test_item_vectors_add_the_item_graph_convolution(tiny_dataset: Dataset) -> N
 
 
 @pytest.mark.parametrize("train_features", [True, False])
-@pytest.mark.parametrize("dims", [{"text": 5}, DIMS, {"clip": 4, "image": 2, "text": 3}])
-def test_any_modalities_and_feature_training(
-    train_features: bool, dims: dict[str, int], tiny_dataset: Dataset
+def test_feature_gradients_reach_only_the_batch_items(
+    train_features: bool, tiny_dataset: Dataset
 ) -> None:
-    model = _model(tiny_dataset, dims, train_features=train_features)
-    assert (len(model.features.residual) > 0) == train_features
-    feats = _features(tiny_dataset, dims, grad=True)
+    model = _model(tiny_dataset, DIMS, train_features=train_features)
+    feats = _features(tiny_dataset, DIMS, grad=True)
     batch = _batches(tiny_dataset)[0]
     model.loss(batch, feats).backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
     touched = torch.zeros(tiny_dataset.n_items, dtype=torch.bool)
     touched[batch.pos_items] = touched[batch.neg_items] = True
     for modality, tensor in feats.items():

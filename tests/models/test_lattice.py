@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import DIMS, assert_every_input_learns, build_model
+from model_helpers import DIMS, build_model
 from model_helpers import batches as _batches
 from model_helpers import random_features as _features
 
@@ -97,14 +96,3 @@ def test_learned_graph_is_built_with_gradients_once_per_epoch(tiny_dataset: Data
         first_of_epoch = step in (0, len(batches))
         assert all((p.grad is not None) == first_of_epoch for p in graph_parts), step
         assert model.user_embedding.grad is not None
-
-
-@pytest.mark.parametrize("train_features", [True, False])
-@pytest.mark.parametrize("dims", [{"text": 5}, DIMS, {"clip": 4, "image": 2, "text": 3}])
-def test_any_modalities_and_feature_training(
-    train_features: bool, dims: dict[str, int], tiny_dataset: Dataset
-) -> None:
-    model = _model(tiny_dataset, dims, train_features=train_features)
-    assert (len(model.features.residual) > 0) == train_features
-    feats = _features(tiny_dataset, dims, grad=True)
-    assert_every_input_learns(model, _batches(tiny_dataset)[0], feats)
