@@ -32,10 +32,10 @@ REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
 
 def _metrics_table(title: str, rows: list[tuple[str, dict[str, float], list[str]]]) -> Table:
-    table = Table(title=title)
-    table.add_column("")
-    for metric in REPORTED:
-        table.add_column(metric, justify="right")
+    table = Table(title=title, caption="R@K: Recall@K, N@K: NDCG@K")
+    table.add_column("", no_wrap=True)
+    for metric in REPORTED:  # recall@20 -> R@20: the table fits an 80-column terminal
+        table.add_column(f"{metric[0].upper()}@{metric.split('@')[1]}", justify="right")
     extra = rows[0][2] if rows else []
     for name in ("epochs", "best epoch", "seconds")[: len(extra)]:
         table.add_column(name, justify="right")
