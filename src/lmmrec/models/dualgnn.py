@@ -43,8 +43,8 @@ from torch import nn
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
 from lmmrec.models.graph import (
+    layer_sum,
     normalized_adjacency,
-    propagate,
     propagate_directed,
     to_torch_csr,
 )
@@ -174,10 +174,7 @@ class DualGNN(Recommender):
             ],
             dim=1,
         )
-        total = layer = x
-        for _ in range(self.config.n_layers):
-            layer = propagate(self.adjacency, layer)  # [N, M D]
-            total = total + layer  # H^m
+        total = layer_sum(self.adjacency, x, self.config.n_layers)  # H^m [N, M D]
         per_modality = total.view(total.shape[0], len(self.dims), -1)  # [N, M, D]
         users = (per_modality[: self.n_users] * self.modality_weights.unsqueeze(-1)).sum(1)
         items = per_modality[self.n_users :].sum(1)  # [I, D]

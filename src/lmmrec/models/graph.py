@@ -140,10 +140,11 @@ def _polynomial(
     The steps alternate between two buffers, so no memory is allocated per layer.
     """
     scaled = dense * scale if scale != 1 or n_layers == 0 else dense  # never returned as is
-    buffers = (torch.empty_like(scaled), torch.empty_like(scaled))
+    buffers: list[torch.Tensor | None] = [None, None]  # filled by the first two steps
     result = scaled
     for step in range(n_layers):
         result = sparse_matmul(adjacency, result, buffers[step % 2]).add_(scaled)
+        buffers[step % 2] = result
     return result
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from lmmrec.cache import DerivedCache, tensor_hash
 from lmmrec.models.graph import csr_pair, propagate_directed
@@ -51,7 +52,15 @@ def knn_search(
         x = features.detach().float()  # [I, d], not copied when float32 already
         inverse_norm = x.norm(dim=1).clamp_min(1e-12).reciprocal()  # [I], as F.normalize
         values, indices = [], []
-        for start in range(0, n_items, rows_per_block):
+        starts = range(0, n_items, rows_per_block)
+        # minutes on Electronics-sized catalogues: show progress when there are many blocks
+        for start in tqdm(
+            starts,
+            desc="item kNN",
+            unit="block",
+            leave=False,
+            disable=None if len(starts) > 8 else True,
+        ):
             block = slice(start, start + rows_per_block)
             similarity = x[block] @ x.T  # [b, I]
             similarity.mul_(inverse_norm[block].unsqueeze(1)).mul_(inverse_norm)  # cosine
