@@ -15,8 +15,9 @@ from lmmrec.data.sampling import Batch
 from lmmrec.errors import ConfigError
 from lmmrec.models.base import ModelInputs
 from lmmrec.models.graph import normalized_adjacency
-from lmmrec.models.mm_blocks import BipartiteGraph, info_nce
+from lmmrec.models.mm_blocks import BipartiteGraph
 from lmmrec.models.mmgcl import MMGCL, MMGCLConfig
+from lmmrec.models.ops import info_nce
 from lmmrec.training.runtime import seed_everything
 
 

@@ -51,6 +51,7 @@ from lmmrec.models.graph import (
 from lmmrec.models.losses import bpr_loss
 from lmmrec.models.mm_blocks import check_features, csr_tensor, modality_dims
 from lmmrec.models.mm_layers import BatchRandom, EpochClock
+from lmmrec.models.ops import normalize_rows
 from lmmrec.models.registry import register
 from lmmrec.models.user_graph import cached_co_occurrence_graph
 
@@ -169,7 +170,7 @@ class DualGNN(Recommender):
         check_features(item_feats, self.dims, self.name)
         x = torch.cat(
             [  # per modality [N, D], side by side: [N, M D]
-                F.normalize(torch.cat([self.preferences[m], self.mlps[m](item_feats[m])]), dim=1)
+                normalize_rows(torch.cat([self.preferences[m], self.mlps[m](item_feats[m])]))
                 for m in self.dims
             ],
             dim=1,

@@ -31,7 +31,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -49,6 +48,7 @@ from lmmrec.models.knn import (
 from lmmrec.models.losses import bpr_loss, squared_norm_penalty
 from lmmrec.models.mm_blocks import check_features, modality_dims
 from lmmrec.models.mm_layers import EpochClock, FeatureTables
+from lmmrec.models.ops import normalize_rows
 from lmmrec.models.registry import register
 
 
@@ -139,7 +139,7 @@ class LATTICE(Recommender):
         for m, (name, projection) in enumerate(self.projections.items()):
             projected = projection(self.features(item_feats, name)).float()  # [I, d']
             indices, _ = knn_search(projected, self.config.knn_k)  # [I, k], no gradient
-            unit = F.normalize(projected, dim=1)
+            unit = normalize_rows(projected)
             similarity = (unit.unsqueeze(1) * unit[indices]).sum(-1)  # [I, k], with gradient
             row, col = knn_edges(indices)
             rows.append(row)
@@ -160,7 +160,7 @@ class LATTICE(Recommender):
         # D^-1 (A + I) X = D^-1/2 S D^1/2 X: propagate y = D^1/2 x with the symmetric S
         ego = torch.cat([self.user_embedding, self.item_embedding]) * self.degree_sqrt
         final = mean_of_layers(self.adjacency, ego, self.config.n_ui_layers) * self.degree_inv_sqrt
-        return final[: self.n_users], final[self.n_users :] + F.normalize(item_side, dim=1)
+        return final[: self.n_users], final[self.n_users :] + normalize_rows(item_side)
 
     def embed(self, item_feats: ItemFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         check_features(item_feats, self.features.dims, self.name)

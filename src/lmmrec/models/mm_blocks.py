@@ -9,6 +9,8 @@ M modalities, d_m size of modality m.
 from __future__ import annotations
 
 import warnings
+import weakref
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,7 +20,7 @@ from torch import nn
 
 from lmmrec.errors import FeatureError
 from lmmrec.models.base import ItemFeatures, ModelInputs
-from lmmrec.models.graph import sparse_matmul
+from lmmrec.models.graph import propagate_directed, sparse_matmul
 
 
 def modality_dims(inputs: ModelInputs, model: str) -> dict[str, int]:
@@ -212,13 +214,6 @@ def paired_square_penalty(
     return total / (2 * len(users) * table.shape[1])
 
 
-def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
-    """In-batch InfoNCE (SLMRec, MMGCL): row b of ``anchors [B, C]`` must pick row b of
-    ``positives [B, C]`` among all rows."""
-    logits = (anchors / temperature) @ positives.T  # [B, B]; tau applied to the smaller side
-    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
-
-
 class ModalityLightGCN(nn.Module):
     """SLMRec's encoder (Tao et al., TMM 2022, Sec. III-A), also used by MMGCL.
 
@@ -246,6 +241,7 @@ class ModalityLightGCN(nn.Module):
         self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, size)))
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, size)))
         self.projections = nn.ModuleDict({m: nn.Linear(d, size) for m, d in dims.items()})
+        self.inverse_norms = {m: ConstantInputMemo(_inverse_row_norms) for m in dims}
         width = size * (len(dims) + 1)
         self.read_user = nn.Linear(width, size)
         self.read_item = nn.Linear(width, size)
@@ -256,12 +252,12 @@ class ModalityLightGCN(nn.Module):
         """Layer-0 item rows of every branch: ``[I, D]`` each, ID branch first.
 
         ``W norm(x) + b`` is computed as ``(W x) / |x| + b``, without a normalised copy of the
-        (large) feature matrix.
+        (large) feature matrix; the norms of frozen features are computed once.
         """
         projected = []
         for m in self.modalities:
             x, layer = item_feats[m], self.projections[m]
-            scale = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
+            scale = self.inverse_norms[m](x)  # [I, 1]
             projected.append(torch.addcmul(layer.bias, F.linear(x, layer.weight), scale))
         return [self.item_embedding, *projected]
 
@@ -271,12 +267,17 @@ class ModalityLightGCN(nn.Module):
         """LightGCN mean of layers per branch (Eq. 8 of LightGCN): ``([U, D], ...), ([I, D], ...)``.
 
         Args:
-            graph: the user-item graph; ``weights``: its ``[E]`` edge weights (normalised).
+            graph: the user-item graph; ``weights``: its ``[E]`` edge weights (normalised;
+                constant, no gradient reaches them).
             item_inputs: layer-0 item rows of each branch, all next to the shared user rows.
         """
+        weights = weights.detach()
+        to_users, to_items = graph.to_users(weights), graph.to_items(weights)  # once per pass
 
         def message(into: str, x: torch.Tensor) -> torch.Tensor:
-            return graph.message(into, weights, x)
+            if into == "users":
+                return propagate_directed(to_users, to_items, x)
+            return propagate_directed(to_items, to_users, x)
 
         # running sums of the layers, split into the shared part and the per-branch parts
         users, items = self.user_embedding, list(item_inputs)  # users shared, items per branch
@@ -300,6 +301,37 @@ class ModalityLightGCN(nn.Module):
     def read(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused vectors ``([., D], [., D])`` from branch-concatenated rows ``[., (M+1) D]``."""
         return self.read_user(users), self.read_item(items)
+
+
+def _inverse_row_norms(x: torch.Tensor) -> torch.Tensor:
+    """``1 / max(|x_i|, 1e-12)`` ``[N, 1]`` for ``x [N, d]`` (the scale of ``F.normalize``)."""
+    return torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
+
+
+class ConstantInputMemo:
+    """``fn(x)``, remembered for an input that takes no gradient and reused while the same tensor
+    comes back unmodified (same object, same in-place version counter).
+
+    Frozen item features come back every training step; what depends on them alone (row norms)
+    need not be recomputed. Inputs that require gradients (end-to-end encoder outputs) are
+    always recomputed, and values computed in inference mode are not kept (autograd could not
+    save them for a later training step).
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.fn = fn
+        self._input: weakref.ref[torch.Tensor] | None = None
+        self._version = -1
+        self._value: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad or x.is_inference() or torch.is_inference_mode_enabled():
+            return self.fn(x)
+        if self._input is None or self._input() is not x or self._version != x._version:
+            with torch.no_grad():
+                self._value = self.fn(x)
+            self._input, self._version = weakref.ref(x), x._version
+        return self._value
 
 
 def _plus(total: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

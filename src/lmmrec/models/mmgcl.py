@@ -31,7 +31,6 @@ guard inside the log (``logsigmoid`` is exact).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from lmmrec.data.sampling import Batch
@@ -43,10 +42,10 @@ from lmmrec.models.mm_blocks import (
     ModalityLightGCN,
     check_features,
     gather_rows,
-    info_nce,
     modality_dims,
 )
 from lmmrec.models.mm_layers import BatchRandom
+from lmmrec.models.ops import info_nce, normalize_rows
 from lmmrec.models.registry import register
 
 
@@ -153,10 +152,9 @@ class MMGCL(Recommender):
         pos_rows_2[1 + masked] = masked_items[0].index_select(0, batch.pos_items)
         pos_2 = encoder.read_item(torch.cat(pos_rows_2, dim=1))  # [B, D]
 
-        anchor = F.normalize(user_1, dim=1)
+        anchor = normalize_rows(user_1)
         tau = self.config.ssl_temperature
-        candidates_1 = torch.cat([F.normalize(pos_1, dim=1), F.normalize(hard, dim=1)])  # [2B, D]
-        logits = (anchor / tau) @ candidates_1.T  # [B, 2B]
-        first = F.cross_entropy(logits, torch.arange(len(anchor), device=logits.device))
-        second = info_nce(anchor, F.normalize(pos_2, dim=1), tau)
+        candidates_1 = torch.cat([normalize_rows(pos_1), normalize_rows(hard)])  # [2B, D]
+        first = info_nce(anchor, candidates_1, tau)  # logits [B, 2B]
+        second = info_nce(anchor, normalize_rows(pos_2), tau)
         return main + self.config.ssl_alpha * (first + second)

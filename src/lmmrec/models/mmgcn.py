@@ -36,6 +36,7 @@ from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommend
 from lmmrec.models.graph import propagate_directed, to_torch_csr
 from lmmrec.models.losses import bpr_loss
 from lmmrec.models.mm_blocks import check_features, modality_dims, paired_square_penalty
+from lmmrec.models.ops import normalize_rows
 from lmmrec.models.registry import register
 
 
@@ -110,7 +111,7 @@ class _ModalityGCN(nn.Module):
         """``features [I, d]`` and ID embeddings ``([U, D], [I, D])`` -> this modality's
         ``(users [U, D], items [I, D])``."""
         items = self.projection(features) if self.projection is not None else features
-        x = (F.normalize(self.preference, dim=1), F.normalize(items, dim=1))  # norm([P; f])
+        x = (normalize_rows(self.preference), normalize_rows(items))  # norm([P; f])
         for conv, linear, combine in zip(self.convs, self.linears, self.combines, strict=True):
             width = conv.shape[1]
             x = tuple(

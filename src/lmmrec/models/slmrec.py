@@ -27,7 +27,6 @@ IEEE TMM 2022; as implemented in MMRec (``src/models/slmrec.py``, ``ssl_task: FA
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -38,9 +37,9 @@ from lmmrec.models.mm_blocks import (
     ModalityLightGCN,
     check_features,
     gather_rows,
-    info_nce,
     modality_dims,
 )
+from lmmrec.models.ops import info_nce, normalize_rows
 from lmmrec.models.registry import register
 
 
@@ -102,7 +101,7 @@ class SLMRec(Recommender):
         users, items = self._encode(item_feats)
         branches = [b.index_select(0, batch.pos_items) for b in items]  # M + 1 x [B, D]
         user, pos = self.encoder.read(gather_rows(users, batch.users), torch.cat(branches, dim=1))
-        main = info_nce(F.normalize(user, dim=1), F.normalize(pos, dim=1), self.config.temperature)
+        main = info_nce(normalize_rows(user), normalize_rows(pos), self.config.temperature)
         fac = user.new_zeros(())
         shared = branches[0]  # s^0 [B, D], the ID branch
         for step, head, own in zip(self.chain, self.heads, branches[1:], strict=True):
