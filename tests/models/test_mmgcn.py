@@ -26,10 +26,12 @@ def _model(train: sp.csr_matrix, dims: dict[str, int], **params: object) -> MMGC
     return MMGCN(MMGCNConfig(**params), inputs)
 
 
-def test_forward_matches_a_dense_recomputation(tiny_dataset: Dataset) -> None:
+@pytest.mark.parametrize("transpose", [False, True])  # more users than items, and fewer
+def test_forward_matches_a_dense_recomputation(tiny_dataset: Dataset, transpose: bool) -> None:
     train, dims = tiny_dataset.train, {"image": 12, "text": 7}
+    train = train.T.tocsr() if transpose else train
     model = _model(train, dims, embedding_size=8, latent_sizes={"image": 5})
-    feats = _features(tiny_dataset.n_items, dims)
+    feats = _features(train.shape[1], dims)
     users, items = model.embed(feats)
 
     r = torch.from_numpy(train.toarray())

@@ -71,22 +71,37 @@ class _NeighbourMeans(nn.Module):
             self.register_buffer(f"to_{name}_t", to_torch_csr(mean.T.tocsr()), persistent=False)
 
     def forward(
-        self, users: torch.Tensor, items: torch.Tensor
+        self, users: torch.Tensor, items: torch.Tensor, weight: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(D^{-1} A) [users; items]`` as ``(users' means [U, d], items' means [I, d])``."""
+        """``(D^{-1} A [users; items]) W`` as ``(users' rows [U, w], items' rows [I, w])``.
+
+        Each block multiplies by ``W [d, w]`` on its smaller side: ``(M x) W = M (x W)``, so the
+        dense product runs on ``min(U, I)`` rows per block rather than on ``U + I``.
+        """
         return (
-            propagate_directed(self.to_users, self.to_users_t, items),
-            propagate_directed(self.to_items, self.to_items_t, users),
+            self._block(self.to_users, self.to_users_t, items, len(users), weight),
+            self._block(self.to_items, self.to_items_t, users, len(items), weight),
         )
+
+    @staticmethod
+    def _block(
+        mean: torch.Tensor,
+        transpose: torch.Tensor,
+        source: torch.Tensor,
+        n_targets: int,
+        weight: torch.Tensor,
+    ) -> torch.Tensor:
+        if n_targets <= len(source):
+            return propagate_directed(mean, transpose, source) @ weight
+        return propagate_directed(mean, transpose, source @ weight)
 
 
 class _ModalityGCN(nn.Module):
     r"""The GCN of one modality: input projection, then ``n_layers`` aggregate-combine layers.
 
-    Users and items are kept as two tensors. The aggregation :math:`D^{-1}A\,x W` is computed
-    as :math:`(D^{-1}A\,x) W` (the same product): a user's neighbour mean is then a mean of item
-    rows only, so with fixed item features the first layer's user half is a constant and its
-    gradient is never formed, and no ``[N, d]`` concatenation is copied.
+    Users and items are kept as two tensors, so no ``[N, d]`` concatenation is copied. The
+    aggregation :math:`D^{-1}A\,x W` multiplies by ``W`` on the smaller side of each block
+    (:meth:`_NeighbourMeans.forward`; on Baby, 2 x 7,050 rows instead of 26,495).
     """
 
     def __init__(
@@ -117,10 +132,10 @@ class _ModalityGCN(nn.Module):
             x = tuple(
                 F.leaky_relu(  # G [h | x_hat] + g, as two products (no concatenation copied)
                     torch.addmm(
-                        combine.bias, F.leaky_relu(neighbours @ conv), combine.weight[:, :width].T
+                        combine.bias, F.leaky_relu(aggregated), combine.weight[:, :width].T
                     ).addmm_(F.leaky_relu(linear(own)) + id_rows, combine.weight[:, width:].T)
                 )  # Eq. 1 (h = lrelu(mean(x) W)) and Eq. 5 (x_hat = lrelu(L x + b) + id)
-                for own, neighbours, id_rows in zip(x, mean(*x), ids, strict=True)
+                for own, aggregated, id_rows in zip(x, mean(*x, conv), ids, strict=True)
             )
         return x
 
