@@ -36,7 +36,7 @@ from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommend
 from lmmrec.models.graph import mean_of_layers, normalized_adjacency, to_torch_csr
 from lmmrec.models.losses import embedding_norm_penalty
 from lmmrec.models.mm_blocks import check_features, modality_dims
-from lmmrec.models.mm_layers import BatchRandom, FeatureTables, RowSelection, dropout
+from lmmrec.models.mm_layers import BatchRandom, FeatureTables, RowSelection, dropout, id_embeddings
 from lmmrec.models.registry import register
 
 
@@ -75,10 +75,7 @@ class BM3(Recommender):
         super().__init__(config, inputs)
         dims = modality_dims(inputs, self.name)
         size = config.embedding_size
-        self.user_embedding = nn.Parameter(torch.empty(self.n_users, size))
-        self.item_embedding = nn.Parameter(torch.empty(self.n_items, size))
-        nn.init.xavier_uniform_(self.user_embedding)
-        nn.init.xavier_uniform_(self.item_embedding)
+        self.user_embedding, self.item_embedding = id_embeddings(self.n_users, self.n_items, size)
         self.predictor = nn.Linear(size, size)
         nn.init.xavier_normal_(self.predictor.weight)
         self.features = FeatureTables(dims, self.n_items, config.train_features)

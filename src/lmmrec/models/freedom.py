@@ -38,7 +38,13 @@ from lmmrec.models.graph import mean_of_layers, normalized_adjacency, to_torch_c
 from lmmrec.models.knn import EdgeList, ItemGraph, cached_knn, knn_edges, normalize_edges
 from lmmrec.models.losses import bpr_loss
 from lmmrec.models.mm_blocks import check_features, modality_dims
-from lmmrec.models.mm_layers import BatchRandom, EpochClock, FeatureTables, RowSelection
+from lmmrec.models.mm_layers import (
+    BatchRandom,
+    EpochClock,
+    FeatureTables,
+    RowSelection,
+    id_embeddings,
+)
 from lmmrec.models.registry import register
 
 
@@ -87,10 +93,9 @@ class FREEDOM(Recommender):
     def __init__(self, config: FREEDOMConfig, inputs: ModelInputs) -> None:
         super().__init__(config, inputs)
         dims = modality_dims(inputs, self.name)
-        self.user_embedding = nn.Parameter(torch.empty(self.n_users, config.embedding_size))
-        self.item_embedding = nn.Parameter(torch.empty(self.n_items, config.embedding_size))
-        nn.init.xavier_uniform_(self.user_embedding)
-        nn.init.xavier_uniform_(self.item_embedding)
+        self.user_embedding, self.item_embedding = id_embeddings(
+            self.n_users, self.n_items, config.embedding_size
+        )
         self.features = FeatureTables(dims, self.n_items, config.train_features)
         self.projections = nn.ModuleDict(
             {m: nn.Linear(d, config.embedding_size, bias=False) for m, d in dims.items()}

@@ -47,7 +47,7 @@ from lmmrec.models.knn import (
 )
 from lmmrec.models.losses import bpr_loss, squared_norm_penalty
 from lmmrec.models.mm_blocks import check_features, modality_dims
-from lmmrec.models.mm_layers import EpochClock, FeatureTables
+from lmmrec.models.mm_layers import EpochClock, FeatureTables, id_embeddings
 from lmmrec.models.ops import normalize_rows
 from lmmrec.models.registry import register
 
@@ -98,10 +98,9 @@ class LATTICE(Recommender):
     def __init__(self, config: LATTICEConfig, inputs: ModelInputs) -> None:
         super().__init__(config, inputs)
         dims = modality_dims(inputs, self.name)
-        self.user_embedding = nn.Parameter(torch.empty(self.n_users, config.embedding_size))
-        self.item_embedding = nn.Parameter(torch.empty(self.n_items, config.embedding_size))
-        nn.init.xavier_uniform_(self.user_embedding)
-        nn.init.xavier_uniform_(self.item_embedding)
+        self.user_embedding, self.item_embedding = id_embeddings(
+            self.n_users, self.n_items, config.embedding_size
+        )
         self.features = FeatureTables(dims, self.n_items, config.train_features)
         self.projections = nn.ModuleDict(
             {m: nn.Linear(d, config.feat_embed_dim) for m, d in dims.items()}

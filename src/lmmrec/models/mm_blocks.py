@@ -21,6 +21,7 @@ from torch import nn
 from lmmrec.errors import FeatureError
 from lmmrec.models.base import ItemFeatures, ModelInputs
 from lmmrec.models.graph import propagate_directed, sparse_matmul
+from lmmrec.models.mm_layers import id_embeddings
 
 
 def modality_dims(inputs: ModelInputs, model: str) -> dict[str, int]:
@@ -238,8 +239,7 @@ class ModalityLightGCN(nn.Module):
         super().__init__()
         self.n_users, self.size, self.n_layers = n_users, size, n_layers
         self.modalities = list(dims)
-        self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, size)))
-        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, size)))
+        self.user_embedding, self.item_embedding = id_embeddings(n_users, n_items, size)
         self.projections = nn.ModuleDict({m: nn.Linear(d, size) for m, d in dims.items()})
         self.inverse_norms = {m: ConstantInputMemo(_inverse_row_norms) for m in dims}
         width = size * (len(dims) + 1)

@@ -3,6 +3,7 @@ come from :mod:`lmmrec.models.mm_blocks`).
 
 Dimensions: I items, D output size, d_m size of modality m.
 
+* :func:`id_embeddings`: the user and item ID tables (also of SLMRec's and MMGCL's encoder).
 * :class:`FeatureTables`, :class:`RowSelection`: the item features a model reads (all rows, some
   rows or differences of rows), optionally fine-tuned as the published models do.
 * :class:`ModalityLinear`: one linear map of the concatenated modalities, without materialising
@@ -24,6 +25,13 @@ from torch import nn
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures
 from lmmrec.models.graph import csr_pair, sparse_matmul
+
+
+def id_embeddings(n_users: int, n_items: int, size: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """User and item ID embeddings ``[U, D]`` and ``[I, D]``, each Xavier-uniform initialised
+    (MMRec's ``xavier_uniform_`` on its ``nn.Embedding`` weights), users drawn first."""
+    users = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, size)))
+    return users, nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, size)))
 
 
 class FeatureTables(nn.Module):
