@@ -99,6 +99,7 @@ def test_demo_trains_the_chosen_models_and_prints_their_table(
     )
     assert result.exit_code == 0, result.output
     assert "bpr" in result.output and "lightgcn" not in result.output
+    assert "training bpr (lr 0.001, at most 1 epochs" in result.output
     assert (tmp_path / "runs").is_dir()
 
 

@@ -46,7 +46,9 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, float], list[str]
 
 @app.command()
 def demo(
-    epochs: Annotated[int, typer.Option(help="maximum epochs per model")] = 100,
+    epochs: Annotated[
+        int | None, typer.Option(help="maximum epochs per model [default: the demo's 100]")
+    ] = None,
     output: Annotated[Path, typer.Option(help="parent folder of the run directories")] = Path(
         "runs/demo"
     ),
@@ -66,7 +68,8 @@ def demo(
     """
     from lmmrec.data.demo import load_demo
     from lmmrec.models import get, names
-    from lmmrec.training import RunConfig, TrainConfig, train
+    from lmmrec.training import train
+    from lmmrec.training.demo import demo_run_config
 
     chosen = _model_names(models)
     console.print("[bold]lmmrec demo[/bold]: loading the built-in demo shop ...")
@@ -86,14 +89,11 @@ def demo(
         runs += [(model, features) for model in content_models]
     rows = []
     for model, feature_set in runs:
-        config = RunConfig(
-            dataset="demo",
-            model=model,
-            features=feature_set,
-            output_dir=str(output),
-            train=TrainConfig(epochs=epochs, patience=20),
+        config = demo_run_config(model, feature_set, str(output), epochs)
+        console.print(
+            f"training {model} (lr {config.train.lr:g}, at most {config.train.epochs} epochs, "
+            "early stopping on validation)"
         )
-        console.print(f"training {model} (at most {epochs} epochs, early stopping on validation)")
         result = train(config, dataset=dataset, resume=False).fit
         rows.append(
             (

@@ -46,6 +46,7 @@ from lmmrec.models.mm_blocks import (
     modality_dims,
     paired_square_penalty,
 )
+from lmmrec.models.ops import normalize_rows
 from lmmrec.models.registry import register
 
 
@@ -110,12 +111,12 @@ class GRCN(Recommender):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One modality: content rows ``[N, C]`` and attentions into items / users ``[E]``."""
         graph = self.graph
-        f = F.normalize(F.leaky_relu(features), dim=1)  # [I, C]
-        p = F.normalize(preference, dim=1)  # [U, C]
+        f = normalize_rows(F.leaky_relu(features))  # [I, C]
+        p = normalize_rows(preference)  # [U, C]
         for _ in range(self.config.n_routing):
             scores = graph.scores(p, f)  # [E], user-item affinity
             routing = segment_softmax(scores, graph.users, self.n_users)
-            p = F.normalize(p + graph.message("users", routing, f), dim=1)  # [U, C]
+            p = normalize_rows(p + graph.message("users", routing, f))  # [U, C]
         scores = graph.scores(p, f)  # [E]
         into_items = segment_softmax(scores, graph.items, self.n_items)
         into_users = segment_softmax(scores, graph.users, self.n_users)
@@ -139,7 +140,7 @@ class GRCN(Recommender):
         item_conf = self.confidence.index_select(0, graph.items + self.n_users)  # [E, M]
         w_items = F.relu((torch.stack(into_items, 1) * user_conf).amax(1))  # [E]
         w_users = F.relu((torch.stack(into_users, 1) * item_conf).amax(1))  # [E]
-        x = F.normalize(self.id_embedding, dim=1)  # [N, D]
+        x = normalize_rows(self.id_embedding)  # [N, D]
         total = x
         for _ in range(self.config.n_layers):  # convolution on the refined graph
             x = torch.cat(
