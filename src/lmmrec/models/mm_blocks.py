@@ -313,24 +313,26 @@ class ConstantInputMemo:
     comes back unmodified (same object, same in-place version counter).
 
     Frozen item features come back every training step; what depends on them alone (row norms)
-    need not be recomputed. Inputs that require gradients (end-to-end encoder outputs) are
-    always recomputed, and values computed in inference mode are not kept (autograd could not
-    save them for a later training step).
+    need not be recomputed. The storage address is compared too (``x.data = ...`` swaps it
+    without an in-place version bump). Inputs that require gradients (end-to-end encoder
+    outputs) are always recomputed, and values computed in inference mode are not kept
+    (autograd could not save them for a later training step).
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.fn = fn
         self._input: weakref.ref[torch.Tensor] | None = None
-        self._version = -1
+        self._state: tuple[int, int] = (-1, 0)  # (version counter, storage address)
         self._value: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.requires_grad or x.is_inference() or torch.is_inference_mode_enabled():
             return self.fn(x)
-        if self._input is None or self._input() is not x or self._version != x._version:
+        state = (x._version, x.data_ptr())
+        if self._input is None or self._input() is not x or self._state != state:
             with torch.no_grad():
                 self._value = self.fn(x)
-            self._input, self._version = weakref.ref(x), x._version
+            self._input, self._state = weakref.ref(x), state
         return self._value
 
 
