@@ -82,8 +82,9 @@ def demo(
     runs: list[tuple[str, str | None]] = [
         (m, None) for m in ("bpr", "lightgcn") if chosen is None or m in chosen
     ]
-    content_models = [m for m in names() if get(m).needs_features]
-    content_models = [m for m in content_models if chosen is None or m in chosen]
+    content_models = [
+        m for m in names() if get(m).needs_features and (chosen is None or m in chosen)
+    ]
     if multimodal and content_models:
         features = demo_features(dataset)
         runs += [(model, features) for model in content_models]

@@ -4,8 +4,9 @@ Both compute exactly what their composite PyTorch spellings compute; they exist 
 spellings make many passes over large tensors:
 
 * :func:`normalize_rows` is ``F.normalize(x, dim=1)``. Autograd's version backpropagates through
-  the division by an expanded norm in about ten element-wise passes over ``[N, d]`` (44 ms for
-  MMGCN's ``[19445, 384]`` user preferences on two cores); the fused backward takes three.
+  the division by an expanded norm in about ten element-wise passes over ``[N, d]``; the fused
+  backward takes three (``benchmarks/bench_ops.py``: about 3x faster for MMGCN's
+  ``[19445, 384]`` user preferences).
 * :func:`info_nce` is in-batch InfoNCE, ``F.cross_entropy((a / tau) @ p.T, arange(B))``
   (SLMRec, MMGCL). Cross-entropy's backward fills a ``[B, B]`` one-hot matrix and recomputes the
   softmax from the log-softmax; here the forward keeps the shifted exponentials and the backward
