@@ -76,3 +76,26 @@ def test_any_number_of_modalities(tiny_dataset: Dataset, dims: dict[str, int]) -
     model.loss(batch, feats).backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in feats.values())
     assert model.id_embedding.grad.abs().sum() > 0  # learned, unlike MMRec's plain tensor
+
+
+def test_frozen_ids_reproduce_mmrecs_model(tiny_dataset: Dataset) -> None:
+    dims = {"image": 6, "text": 5}
+    learned = _model(tiny_dataset.train, dims, embedding_size=8)
+    frozen = _model(tiny_dataset.train, dims, embedding_size=8, learn_ids=False)
+    tables = ["id_embedding", "gcns.image.preference", "gcns.text.preference"]
+    frozen_names = {name for name, _ in frozen.named_parameters()}
+    assert frozen_names == {name for name, _ in learned.named_parameters()} - set(tables)
+    state = {name: t.clone() for name, t in frozen.state_dict().items()}
+    for name in tables:  # the same random draws, kept as saved constants
+        torch.testing.assert_close(state[name], learned.state_dict()[name])
+
+    feats = _features(tiny_dataset.n_items, dims)
+    batch = Batch(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([2, 3]))
+    users, items = frozen.embed(feats)
+    ranking = -F.logsigmoid((users[[0, 1]] * (items[[0, 1]] - items[[2, 3]])).sum(-1)).mean()
+    loss = frozen.loss(batch, feats)
+    torch.testing.assert_close(loss, ranking)  # no regulariser on constants
+    loss.backward()
+    torch.optim.Adam(frozen.parameters(), lr=0.1).step()
+    for name in tables:
+        assert torch.equal(frozen.state_dict()[name], state[name])

@@ -18,8 +18,10 @@ mean aggregation, ID embeddings added, concatenating combination):
 
 MMRec leaves the ID embeddings and the preferences out of the optimiser (plain tensors, not
 parameters: they keep their random initial values, and its regulariser has no effect); here they
-are learned, as in the paper. MMRec's string flag ``concate = 'False'`` is truthy, so its
-combination concatenates, as here. Its layers are always three (``n_layers`` is not read).
+are learned, as in the paper, unless ``learn_ids=False``, which reproduces MMRec's model (and so
+the LMM paper's MMGCN figures, which come from MMRec's code). MMRec's string flag
+``concate = 'False'`` is truthy, so its combination concatenates, as here. Its layers are always
+three (``n_layers`` is not read).
 """
 
 from __future__ import annotations
@@ -53,6 +55,20 @@ class MMGCNConfig(ModelConfig):
     reg_weight: float = Field(
         1e-3, ge=0, description="lambda of the regulariser (LMM4Rec grid 1e-3, 1e-2, 1e-1; first)"
     )
+    learn_ids: bool = Field(
+        True,
+        description="learn the ID embeddings and user preferences (the paper); False keeps them "
+        "at their random initial values, as MMRec's code does (the regulariser then has nothing "
+        "to act on and is left out)",
+    )
+
+
+def _table(module: nn.Module, name: str, values: torch.Tensor, learned: bool) -> None:
+    """Registers ``values`` on ``module`` as a parameter, or as a saved constant buffer."""
+    if learned:
+        module.register_parameter(name, nn.Parameter(values))
+    else:
+        module.register_buffer(name, values)
 
 
 class _NeighbourMeans(nn.Module):
@@ -105,12 +121,19 @@ class _ModalityGCN(nn.Module):
     """
 
     def __init__(
-        self, n_users: int, feature_size: int, latent: int | None, size: int, n_layers: int
+        self,
+        n_users: int,
+        feature_size: int,
+        latent: int | None,
+        size: int,
+        n_layers: int,
+        learn_preference: bool,
     ) -> None:
         super().__init__()
         width = latent or feature_size
         self.projection = nn.Linear(feature_size, latent) if latent else None
-        self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, width)))
+        preference = nn.init.xavier_normal_(torch.empty(n_users, width))  # P [U, width]
+        _table(self, "preference", preference, learn_preference)
         widths = [width] + [size] * (n_layers - 1)
         self.convs = nn.ParameterList(
             nn.Parameter(nn.init.xavier_normal_(torch.empty(w, w))) for w in widths
@@ -153,12 +176,18 @@ class MMGCN(Recommender):
         super().__init__(config, inputs)
         self.dims = modality_dims(inputs, self.name)
         size = config.embedding_size
-        self.id_embedding = nn.Parameter(
-            nn.init.xavier_normal_(torch.empty(self.n_users + self.n_items, size))
-        )
+        ids = nn.init.xavier_normal_(torch.empty(self.n_users + self.n_items, size))  # [N, D]
+        _table(self, "id_embedding", ids, config.learn_ids)
         self.gcns = nn.ModuleDict(
             {
-                m: _ModalityGCN(self.n_users, d, config.latent_sizes.get(m), size, config.n_layers)
+                m: _ModalityGCN(
+                    self.n_users,
+                    d,
+                    config.latent_sizes.get(m),
+                    size,
+                    config.n_layers,
+                    config.learn_ids,
+                )
                 for m, d in self.dims.items()
             }
         )
@@ -178,6 +207,8 @@ class MMGCN(Recommender):
         user = users.index_select(0, batch.users)  # [B, D]
         pos, neg = items.index_select(0, torch.cat([batch.pos_items, batch.neg_items])).chunk(2)
         ranking = bpr_loss((user * pos).sum(-1), (user * neg).sum(-1))
+        if not self.config.learn_ids:
+            return ranking
         nodes = batch.pos_items + self.n_users, batch.neg_items + self.n_users
         id_penalty = paired_square_penalty(self.id_embedding, batch.users, *nodes)
         preference = sum(  # mean of squares over the whole table, as one reduction
