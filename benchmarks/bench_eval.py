@@ -2,9 +2,9 @@
 
 Builds the validation :class:`~lmmrec.evaluation.Evaluator` of an MMRec folder and times, on seeded
 random vectors (``D`` wide), the whole ``Evaluator.evaluate`` and its two main parts alone: the
-score products ``user_vecs[block] @ item_vecs.T`` and ``torch.topk`` over the score blocks (into
-reused buffers). Prints the median of ``--repeats`` timed calls (after one warm-up call) in
-seconds. Runs with the trainer's CPU allocator setting (``keep_freed_memory``).
+score products ``user_vecs[block] @ item_vecs.T`` (written into one reused block buffer) and
+``torch.topk`` over that buffer. Prints the median of ``--repeats`` timed calls (after one
+warm-up call) in seconds. Runs with the trainer's CPU allocator setting (``keep_freed_memory``).
 
 Usage:
     python benchmarks/bench_eval.py [--data ../shared/data/amazon/sports] [--dim 64]
@@ -13,9 +13,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,16 +20,7 @@ import torch
 from lmmrec.data.formats.mmrec import read_mmrec
 from lmmrec.evaluation import Evaluator
 from lmmrec.training.runtime import keep_freed_memory
-
-
-def median_s(step: Callable[[], object], repeats: int) -> float:
-    step()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+from timing import median_seconds
 
 
 def main() -> None:
@@ -67,11 +55,11 @@ def main() -> None:
     products()
     with torch.inference_mode():
         timings = {
-            "evaluate (all of it)": median_s(
+            "evaluate (all of it)": median_seconds(
                 lambda: evaluator.evaluate(user_vecs, item_vecs), args.repeats
             ),
-            "score products": median_s(products, args.repeats),
-            f"topk (K = {k_max})": median_s(top_k, args.repeats),
+            "score products": median_seconds(products, args.repeats),
+            f"topk (K = {k_max})": median_seconds(top_k, args.repeats),
         }
     print(
         f"{dataset.name}: {evaluator.n_users} users x {dataset.n_items} items, D = {args.dim}, "

@@ -5,8 +5,9 @@ Per model, each in its own process: median seconds per training epoch (epochs af
 measure of the work that other jobs on the machine barely disturb); median seconds of one full
 evaluation of the validation split (``Trainer.evaluate("valid")``, graph propagation
 included); the model's build time (item-item kNN graphs included, unless an earlier model of
-the same invocation cached them); peak resident memory (``ru_maxrss``). Settings: each model's
-defaults, batch 2048, lr 1e-3.
+the same invocation cached them); peak resident memory (``ru_maxrss``) at the end, and as it
+stood after the build and after the training epochs, which tells which phase reached it.
+Settings: each model's defaults, batch 2048, lr 1e-3.
 
 Features are synthetic with MMRec's shapes: image ``[I, 4096]`` and text ``[I, 384]`` float32,
 seeded standard normal. The interactions are read in place (``read_mmrec``), never copied.
@@ -93,6 +94,11 @@ def synthetic_electronics(seed: int = 0):  # -> Dataset
     )
 
 
+def peak_gb() -> float:
+    """The process's peak resident memory so far, in GB (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 def measure(args: argparse.Namespace) -> dict[str, float | str]:
     """Runs inside a fresh process: build, train ``args.epochs`` epochs, evaluate ``args.evals``."""
     import torch
@@ -121,6 +127,7 @@ def measure(args: argparse.Namespace) -> dict[str, float | str]:
     params = {**MMREC_SETTINGS.get(args.model, {}), **json.loads(args.params)}
     model = build(args.model, params, inputs)
     build_seconds = time.perf_counter() - started
+    peak_build_gb = peak_gb()
     trainer = Trainer(model, dataset, config, None, features)
     epochs, cpu = [], []
     for _ in range(args.epochs):
@@ -128,6 +135,7 @@ def measure(args: argparse.Namespace) -> dict[str, float | str]:
         trainer.train_epoch()
         epochs.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
+    peak_train_gb = peak_gb()
     evals = []
     for _ in range(args.evals):
         started = time.perf_counter()
@@ -141,7 +149,9 @@ def measure(args: argparse.Namespace) -> dict[str, float | str]:
         "first_epoch_s": epochs[0],
         "eval_s": statistics.median(evals),
         "build_s": build_seconds,
-        "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_gb": peak_gb(),
+        "peak_build_gb": peak_build_gb,
+        "peak_train_gb": peak_train_gb,
         "device": str(trainer.runtime.device),
     }
 
@@ -166,7 +176,8 @@ def print_row(row: dict) -> None:
     print(
         f"| {row['model']} | {row['dataset']} | {row['epoch_s']:.2f} | {row['epoch_cpu_s']:.2f} "
         f"| {row['first_epoch_s']:.2f} | {row['eval_s']:.2f} | {row['build_s']:.1f} "
-        f"| {row['peak_gb']:.2f} | {mmrec} |",
+        f"| {row['peak_gb']:.2f} | {row['peak_build_gb']:.2f} | {row['peak_train_gb']:.2f} "
+        f"| {mmrec} |",
         flush=True,
     )
 
@@ -192,9 +203,9 @@ def main() -> None:
         sys.exit(f"{args.data} holds no {args.data.name}.inter; pass --data")
     print(
         "| model | dataset | s / epoch | CPU s / epoch | first epoch s | s / eval | build s "
-        "| peak GB | MMRec Baby s/epoch / s/eval / GB |"
+        "| peak GB | peak after build | peak after training | MMRec Baby s/epoch / s/eval / GB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="lmmrec-bench-") as tmp:
         cache = args.cache or Path(tmp)
         for model in args.models.split(","):

@@ -14,8 +14,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -23,17 +21,7 @@ import torch.nn.functional as F
 
 from lmmrec.models.ops import info_nce, normalize_rows
 from lmmrec.training.runtime import keep_freed_memory
-
-
-def median_ms(step: Callable[[], None], repeats: int) -> float:
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
+from timing import median_seconds
 
 
 def forward_backward(fn: Callable[..., torch.Tensor], *leaves: torch.Tensor) -> Callable[[], None]:
@@ -77,7 +65,7 @@ def main() -> None:
     print("| operation | PyTorch composite ms | fused ms | ratio |")
     print("|---|---:|---:|---:|")
     for name, (composite, fused) in cases.items():
-        slow, fast = median_ms(composite, args.repeats), median_ms(fused, args.repeats)
+        slow, fast = (median_seconds(f, args.repeats, warmups=2) * 1e3 for f in (composite, fused))
         print(f"| {name} | {slow:.1f} | {fast:.1f} | {slow / fast:.2f}x |")
 
 
