@@ -19,7 +19,7 @@ import torch
 
 from lmmrec.data.formats.mmrec import read_mmrec
 from lmmrec.evaluation import Evaluator
-from lmmrec.training.runtime import keep_freed_memory
+from lmmrec.runtime import keep_freed_memory
 from timing import median_seconds
 
 

@@ -107,7 +107,7 @@ def measure(args: argparse.Namespace) -> dict[str, float | str]:
     from lmmrec.data.formats.mmrec import read_mmrec
     from lmmrec.models import ModelInputs, build
     from lmmrec.training import TrainConfig, Trainer
-    from lmmrec.training.runtime import seed_everything
+    from lmmrec.runtime import seed_everything
 
     dataset = synthetic_electronics() if args.synthetic_electronics else read_mmrec(args.data)
     features = {m: torch.from_numpy(a) for m, a in synthetic_features(dataset.n_items).items()}

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lmmrec.models.ops import info_nce, normalize_rows
-from lmmrec.training.runtime import keep_freed_memory
+from lmmrec.runtime import keep_freed_memory
 from timing import median_seconds
 
 

@@ -11,7 +11,7 @@ import torch
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import NegativeSampler
 from lmmrec.models import ModelInputs, build, names
-from lmmrec.training.runtime import seed_everything
+from lmmrec.runtime import seed_everything
 
 FEATURE_DIMS = {"image": 12, "text": 7}
 

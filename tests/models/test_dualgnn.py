@@ -15,7 +15,7 @@ from lmmrec.models.base import ModelInputs
 from lmmrec.models.dualgnn import DualGNN, DualGNNConfig
 from lmmrec.models.graph import normalized_adjacency
 from lmmrec.models.user_graph import co_occurrence_graph
-from lmmrec.training.runtime import seed_everything
+from lmmrec.runtime import seed_everything
 
 
 def _features(n_items: int, dims: dict[str, int]) -> dict[str, torch.Tensor]:

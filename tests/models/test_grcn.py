@@ -13,7 +13,7 @@ from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ModelInputs
 from lmmrec.models.grcn import GRCN, GRCNConfig, segment_softmax
 from lmmrec.models.mm_blocks import BipartiteGraph
-from lmmrec.training.runtime import seed_everything
+from lmmrec.runtime import seed_everything
 
 
 def _features(n_items: int, dims: dict[str, int]) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from lmmrec.models.graph import normalized_adjacency
 from lmmrec.models.mm_blocks import BipartiteGraph
 from lmmrec.models.mmgcl import MMGCL, MMGCLConfig
 from lmmrec.models.ops import info_nce
-from lmmrec.training.runtime import seed_everything
+from lmmrec.runtime import seed_everything
 
 
 def _features(n_items: int, dims: dict[str, int]) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ModelInputs
 from lmmrec.models.mmgcn import MMGCN, MMGCNConfig
-from lmmrec.training.runtime import seed_everything
+from lmmrec.runtime import seed_everything
 
 
 def _features(n_items: int, dims: dict[str, int]) -> dict[str, torch.Tensor]:

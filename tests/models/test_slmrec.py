@@ -14,7 +14,7 @@ from lmmrec.models.base import ModelInputs
 from lmmrec.models.graph import normalized_adjacency
 from lmmrec.models.ops import info_nce
 from lmmrec.models.slmrec import SLMRec, SLMRecConfig
-from lmmrec.training.runtime import seed_everything
+from lmmrec.runtime import seed_everything
 
 
 def _features(n_items: int, dims: dict[str, int]) -> dict[str, torch.Tensor]:

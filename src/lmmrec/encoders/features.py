@@ -50,7 +50,7 @@ from lmmrec.encoders.base import INPUT_MODALITIES, ItemEncoder
 from lmmrec.encoders.preprocessing import ItemBatch, Preprocessor
 from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.io import atomic_path, hash_arrays, read_json, write_json
-from lmmrec.training.runtime import DeviceChoice, PrecisionChoice, Runtime
+from lmmrec.runtime import DeviceChoice, PrecisionChoice, Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lmmrec.errors import ConfigError
 from lmmrec.evaluation.metrics import parse_metric
-from lmmrec.training.runtime import DeviceChoice, PrecisionChoice
+from lmmrec.runtime import DeviceChoice, PrecisionChoice
 
 
 class TrainConfig(BaseModel):

@@ -24,7 +24,7 @@ from lmmrec.models import registry
 from lmmrec.models.base import ItemFeatures, ModelInputs, Recommender
 from lmmrec.paths import lmmrec_home
 from lmmrec.training.config import RunConfig, build_run_config
-from lmmrec.training.runtime import seed_everything
+from lmmrec.runtime import seed_everything
 from lmmrec.training.trainer import (
     BEST,
     CHECKPOINT,

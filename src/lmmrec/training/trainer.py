@@ -31,7 +31,7 @@ from lmmrec.evaluation.evaluator import Evaluator
 from lmmrec.io import atomic_path, read_json, write_json
 from lmmrec.models.base import ItemFeatures, Recommender
 from lmmrec.training.config import TrainConfig
-from lmmrec.training.runtime import Runtime, release_freed_memory
+from lmmrec.runtime import Runtime, release_freed_memory
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lmmrec.training.runtime import Runtime, keep_freed_memory
+from lmmrec.runtime import Runtime, keep_freed_memory
 
 
 @pytest.fixture(autouse=True)
