@@ -82,8 +82,20 @@ def cached_knn(
         indices, similarities = knn_search(features, k)
         return indices.cpu(), similarities.cpu()
 
+    n_items = features.shape[0]
+
+    def valid(value: object) -> bool:
+        expected = (n_items, min(k, n_items))
+        return (
+            isinstance(value, tuple)
+            and len(value) == 2
+            and all(isinstance(t, torch.Tensor) and tuple(t.shape) == expected for t in value)
+            and value[0].dtype == torch.int64
+            and bool(((value[0] >= 0) & (value[0] < n_items)).all())
+        )
+
     return cache.get_or_build(
-        "item-knn", {"k": k, "metric": "cosine"}, [tensor_hash(features)], build
+        "item-knn", {"k": k, "metric": "cosine"}, [tensor_hash(features)], build, valid
     )
 
 

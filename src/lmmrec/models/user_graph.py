@@ -14,8 +14,11 @@ unspecified).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from lmmrec.io import hash_arrays
 from lmmrec.models.base import ModelInputs
@@ -75,9 +78,46 @@ def cached_co_occurrence_graph(inputs: ModelInputs, n_neighbours: int) -> sp.csr
     content of the training matrix (``inputs.train_hash``, or a hash of the matrix itself)."""
     train = inputs.train
     source = inputs.train_hash or hash_arrays(train.indptr, train.indices)
-    return inputs.cache.get_or_build(
+    cached = inputs.cache.get_or_build(
         "user-cooccurrence",
         {"n_neighbours": n_neighbours},
         [source],
-        lambda: co_occurrence_graph(train, n_neighbours),
+        lambda: _csr_tensors(co_occurrence_graph(train, n_neighbours)),
+        lambda value: _is_csr_tensors(value, train.shape[0]),
     )
+    return _csr_from_tensors(cached)
+
+
+def _csr_tensors(matrix: sp.csr_matrix) -> dict[str, Any]:
+    """A CSR matrix as the plain tensors the cache stores (it unpickles nothing else)."""
+    return {
+        "indptr": torch.from_numpy(matrix.indptr),
+        "indices": torch.from_numpy(matrix.indices),
+        "data": torch.from_numpy(matrix.data),
+        "shape": list(matrix.shape),
+    }
+
+
+def _is_csr_tensors(value: object, n_users: int) -> bool:
+    """Whether a value read from the cache is a ``[U, U]`` graph as :func:`_csr_tensors` writes."""
+    if not isinstance(value, dict) or value.get("shape") != [n_users, n_users]:
+        return False
+    indptr, indices, data = (value.get(k) for k in ("indptr", "indices", "data"))
+    if not all(isinstance(t, torch.Tensor) and t.ndim == 1 for t in (indptr, indices, data)):
+        return False
+    nnz = len(indices)
+    return (
+        len(indptr) == n_users + 1
+        and len(data) == nnz
+        and int(indptr[0]) == 0
+        and int(indptr[-1]) == nnz
+        and bool((indptr[1:] >= indptr[:-1]).all())
+        and bool(((indices >= 0) & (indices < n_users)).all())
+    )
+
+
+def _csr_from_tensors(cached: dict[str, Any]) -> sp.csr_matrix:
+    indptr, indices, data = (cached[k].numpy() for k in ("indptr", "indices", "data"))
+    matrix = sp.csr_matrix((data, indices, indptr), shape=tuple(cached["shape"]))
+    matrix.sort_indices()  # written sorted: a check only, unless the file was edited
+    return matrix
