@@ -182,6 +182,18 @@ def test_mmrec_picks_the_inter_file(tmp_path: Path) -> None:
             [*INTER[:3], (0, 1)],
             r"column 'x_label' must hold integers.*first: '' on line 5",
         ),
+        (  # regression (issue 14): an OverflowError traceback
+            "userID\titemID\tx_label",
+            [*INTER[:3], (0, "+00099999999999999999999", 1), (1, 2**63 - 1, 0)],
+            r"column 'itemID' holds 1 value\(s\) too large for a 64-bit integer \(first: "
+            r"'\+00099999999999999999999' on line 5; the limit is 9223372036854775807\).*re-index",
+        ),
+        (  # within 64 bits but far beyond the rows: no 2**63-entry count is allocated
+            "userID\titemID\tx_label",
+            [*INTER, (1, 2**63 - 1, 0)],
+            r"itemID must run over 0\.\.9223372036854775807 with none absent, but "
+            r"9223372036854775803 of those ids never occur \(first: \[4, 5, 6, 7, 8\]\)",
+        ),
     ],
 )
 def test_mmrec_errors(tmp_path: Path, header: str, rows: list[tuple], message: str) -> None:

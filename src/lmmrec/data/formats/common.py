@@ -19,6 +19,7 @@ from lmmrec.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 _INTEGER = r"\s*[+-]?\d+\s*"
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def check_table_suffix(path: Path) -> str:
@@ -80,7 +81,7 @@ def read_columns(
         ) from err
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err}); re-save it as UTF-8") from err
-    except ValueError as err:  # a value the C parser could not convert to the requested dtype
+    except (ValueError, OverflowError) as err:  # a value the C parser could not convert
         integer_columns = [c for c, t in (dtype or {}).items() if np.dtype(t).kind in "iu"]
         raise _non_integer_error(path, sep, integer_columns) or DataError(
             f"{path}: cannot read columns {columns} ({err})"
@@ -107,7 +108,25 @@ def _non_integer_error(path: Path, sep: str, columns: Sequence[str]) -> DataErro
                 f"{path}: column {column!r} must hold integers, but {int(bad.sum())} values do "
                 f"not (first: {raw[column].iloc[row]!r} on line {row + 2}); fix or drop those rows"
             )
+        large = _beyond_int64(raw[column])
+        if large.any():
+            row = int(np.flatnonzero(large)[0])
+            first = raw[column].iloc[row].strip()
+            return DataError(
+                f"{path}: column {column!r} holds {int(large.sum())} value(s) too large for a "
+                f"64-bit integer (first: {first!r} on line {row + 2}; the limit is "
+                f"{_INT64_MAX}); ids this long are raw ids, not indices: re-index them to "
+                "0..n-1, or fix those rows"
+            )
     return None
+
+
+def _beyond_int64(values: pd.Series) -> np.ndarray:
+    """``[N]`` bool: which integer strings lie outside int64 (compared as digit strings)."""
+    digits = values.str.strip().str.lstrip("+-").str.lstrip("0")
+    length = digits.str.len().to_numpy()
+    limit = str(_INT64_MAX)
+    return (length > len(limit)) | ((length == len(limit)) & (digits > limit).to_numpy())
 
 
 def _sep_name(sep: str) -> str:

@@ -187,11 +187,17 @@ def _raw_ids(
         )
     if not map_path.is_file():
         n = int(ids.max()) + 1
-        absent = np.flatnonzero(np.bincount(ids, minlength=n) == 0)
-        if len(absent):
+        if n > len(ids):  # more indices than rows: some are absent (and bincount could not fit)
+            present = np.unique(ids)
+            absent = np.setdiff1d(np.arange(min(n, len(present) + 5)), present)
+            n_absent = n - len(present)
+        else:
+            absent = np.flatnonzero(np.bincount(ids, minlength=n) == 0)
+            n_absent = len(absent)
+        if n_absent:
             raise DataError(
                 f"{inter_path}: {id_col} must run over 0..{n - 1} with none absent, but "
-                f"{len(absent)} of those ids never occur (first: {absent[:5].tolist()}); "
+                f"{n_absent} of those ids never occur (first: {absent[:5].tolist()}); "
                 f"{REINDEX_FIX}, or add {map_path.name} listing every id"
             )
         return np.arange(n).astype(str)
