@@ -1,4 +1,5 @@
-"""Atomic writes and content hashes: nothing half-written is ever left under a final name."""
+"""Atomic writes, content hashes and YAML reading: nothing half-written is ever left under a final
+name, and a file a user wrote by hand fails with one line naming where it is wrong."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+
+from lmmrec.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -44,6 +48,65 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """The YAML document in ``path`` (``None`` when it is empty), read with ``yaml.safe_load``.
+
+    Raises:
+        ConfigError: the file is missing or not UTF-8, or its YAML is malformed; the message is
+            one line, ``FILE:LINE:COL: not valid YAML (problem); fix ...``, as compilers print.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist or is not a file; check the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start}); re-save it as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(yaml_error_line(path, error)) from None
+
+
+def yaml_error_line(path: str | os.PathLike[str], error: yaml.YAMLError) -> str:
+    """One line for a PyYAML error: where (line and column, 1-based), what, and a fix."""
+    mark = getattr(error, "problem_mark", None)
+    problem = " ".join(str(getattr(error, "problem", None) or error).split())
+    if isinstance(error, yaml.reader.ReaderError):
+        char = error.character
+        code = char if isinstance(char, int) else ord(char)
+        return (
+            f"{path}: not valid YAML (character #x{code:04x} at position {error.position}: "
+            f"{error.reason}); remove it, or re-save the file as UTF-8 text"
+        )
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    context = getattr(error, "context", None)
+    context_mark = getattr(error, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f", {context} started at {context_mark.line + 1}:{context_mark.column + 1}"
+    elif context:
+        problem += f", {context}"
+    return f"{where}: not valid YAML ({problem}); fix: {_yaml_fix(problem)}"
+
+
+def _yaml_fix(problem: str) -> str:
+    if "'\\t'" in problem:
+        return "indent with spaces, never tabs"
+    if "mapping values are not allowed" in problem:
+        return "quote a value that holds ': ', and line up the keys of one mapping"
+    if "quoted scalar" in problem:
+        return "close the quote that was opened where the message says"
+    if "flow sequence" in problem or "flow mapping" in problem:
+        return "close the [ or { that was opened where the message says"
+    if "alias" in problem or "anchor" in problem or "tag" in problem:
+        return "quote a value that starts with '*', '&' or '!'"
+    if "block" in problem or "indentation" in problem:
+        return "line up the keys of one mapping and the '- ' items of one list"
+    return "check the indentation and the quoting on that line"
 
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:

@@ -201,6 +201,16 @@ def main() -> None:
     logging.basicConfig(format="%(message)s")
     logging.getLogger().handlers[0].setLevel(logging.WARNING)  # epoch lines go to log.txt only
     warnings.simplefilter("default")
+
+    def format_warning(message: Warning | str, *_: object, **__: object) -> str:
+        """One line, ``warning: <message>``, not ``path/module.py:71: UserWarning: ...``."""
+        return f"warning: {' '.join(str(message).split())}\n"
+
+    def show_warning(message: Warning | str, *_: object, **__: object) -> None:
+        sys.stderr.write(format_warning(message))
+
+    warnings.formatwarning = format_warning
+    warnings.showwarning = show_warning
     try:
         app()
     except LmmrecError as error:

@@ -48,6 +48,12 @@ class TrainConfig(BaseModel):
     mask_valid_at_test: bool = Field(
         False, description="also mask validation items when ranking for test (MMRec: no)"
     )
+    checkpoint_every_epochs: int = Field(
+        0, ge=0, description="write checkpoint.pt every N epochs (0: by time only)"
+    )
+    checkpoint_every_seconds: float = Field(
+        60.0, ge=0, description="write checkpoint.pt once this many seconds have passed (0: off)"
+    )
     seed: int = Field(2022, description="seeds initialisation, shuffling and negatives")
     device: DeviceChoice = Field("auto", description="auto (CUDA when present), cpu or cuda")
     precision: PrecisionChoice = Field("auto", description="auto (bf16 on CUDA), fp32 or bf16")
@@ -148,10 +154,9 @@ def load_run_config(path: Path | None = None, overrides: list[str] | None = None
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        from lmmrec.io import read_yaml  # one-line FILE:LINE:COL errors for malformed YAML
+
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
         where = str(path)
