@@ -14,6 +14,7 @@ from rich.table import Table
 
 from lmmrec.cli.data import data_app
 from lmmrec.cli.encode import demo_features, encode, features_app
+from lmmrec.cli.experiment import experiment_app
 from lmmrec.errors import ConfigError, LmmrecError
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ dataset_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
+app.add_typer(experiment_app, name="experiment")
 app.command()(encode)
 console = Console()
 REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")

@@ -1,0 +1,141 @@
+"""``lmmrec experiment run|status|report FILE``: thin calls into :mod:`lmmrec.experiments`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+from lmmrec.errors import ConfigError
+
+experiment_app = typer.Typer(
+    help="Grids of datasets x encoders x paradigms x models x seeds, run and reported.",
+    no_args_is_help=True,
+)
+console = Console()
+
+FileArgument = Annotated[Path, typer.Argument(help="experiment YAML file (configs/*.yaml)")]
+VarOption = Annotated[
+    list[str] | None,
+    typer.Option("--var", help="NAME=VALUE for ${NAME} in the file (repeatable)"),
+]
+
+
+def _variables(pairs: list[str] | None) -> dict[str, str]:
+    variables = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--var {pair!r} must look like NAME=VALUE")
+        variables[name.strip()] = value
+    return variables
+
+
+def _state_table(title: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title)
+    for state in counts:
+        table.add_column(state, justify="right")
+    table.add_row(*(str(v) for v in counts.values()))
+    return table
+
+
+@experiment_app.command("run")
+def run(
+    file: FileArgument,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list the runs, train none")] = False,
+    var: VarOption = None,
+    ray: Annotated[bool, typer.Option("--ray", help="fan the runs out on Ray")] = False,
+    address: Annotated[
+        str | None, typer.Option(help="an existing Ray cluster (implies --ray)")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads per run (runs x threads <= cores)")
+    ] = None,
+) -> None:
+    """Run every cell of the grid that has not finished (resumable; failed cells retried)."""
+    from lmmrec.experiments import run_experiment
+    from lmmrec.experiments.runner import state_counts
+
+    result = run_experiment(
+        file,
+        dry_run=dry_run,
+        variables=_variables(var),
+        backend="ray" if (ray or address) else "local",
+        address=address,
+        threads=threads,
+        console=console,
+    )
+    frame = result.results
+    if dry_run:
+        table = Table(title=f"{result.experiment.name}: {len(frame)} runs (dry run)")
+        for column in (
+            "run",
+            "state",
+            "dataset",
+            "model",
+            "encoder",
+            "paradigm",
+            "grid point",
+            "seed",
+        ):
+            table.add_column(column)
+        for row in frame.itertuples():
+            table.add_row(
+                str(row.run_id or "(after extraction)"),
+                str(row.state),
+                str(row.dataset),
+                str(row.model),
+                str(row.encoder or "—"),
+                str(row.paradigm or "—"),
+                str(row.point),
+                str(row.seed),
+            )
+        console.print(table)
+    console.print(_state_table(f"{result.experiment.name}: runs", state_counts(frame)))
+    if not dry_run:
+        console.print(
+            f"{result.executed} run(s) executed in {result.seconds:.1f} s; results in "
+            f"{result.experiment.output_dir}/results.parquet"
+        )
+
+
+@experiment_app.command("status")
+def status(file: FileArgument, var: VarOption = None) -> None:
+    """Done / running / interrupted / failed / pending runs, with failed runs' one-line errors."""
+    from lmmrec.experiments import experiment_status
+    from lmmrec.experiments.runner import state_counts
+
+    experiment, frame = experiment_status(file, _variables(var))
+    console.print(_state_table(f"{experiment.name}: {len(frame)} runs", state_counts(frame)))
+    unfinished = frame[frame["state"].isin(["failed", "running", "interrupted"])]
+    for row in unfinished.itertuples():
+        line = f"{row.state:>11}  {row.run_id or '-'}  {row.dataset} {row.model}"
+        line += f" {row.encoder or ''} {row.paradigm or ''} {row.point} seed={row.seed}"
+        if row.state == "failed":
+            line += f"\n             {row.error}"
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@experiment_app.command("report")
+def report(
+    file: FileArgument,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="folder for report.md/.html/.tex [default: <output_dir>/report]"),
+    ] = None,
+    var: VarOption = None,
+    alpha: Annotated[float, typer.Option(help="significance level after Holm's correction")] = 0.05,
+) -> None:
+    """Tables (selection on validation), paired significance, plots: Markdown, HTML, LaTeX."""
+    from lmmrec.experiments import load_experiment
+    from lmmrec.experiments.report import build_report, to_markdown, write_report
+
+    experiment = load_experiment(file, _variables(var))
+    built = build_report(experiment, alpha=alpha)
+    paths = write_report(built, out or experiment.output_dir / "report")
+    console.print(Markdown(to_markdown(built, figure_dir=None)))
+    console.print("written: " + ", ".join(str(p) for p in paths.values()))

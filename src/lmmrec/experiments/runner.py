@@ -1,0 +1,602 @@
+"""Running an experiment: every cell of the grid, resumable, locally or fanned out on Ray.
+
+Each cell's run directory is ``<output_dir>/runs/<model>-<hash>``, where the hash covers the
+cell's resolved run configuration (model defaults filled in) and the content hashes of its
+inputs (the dataset's split interactions, the feature set's vectors), so two grid points never
+share a directory and a finished run is recognised whatever order the grid is in. Next to what
+:func:`lmmrec.training.train` writes there, the runner keeps ``status.json`` (``running``,
+``done``, ``failed`` or ``interrupted``, with a failed run's one-line error; the traceback goes to
+``error.txt``). ``<output_dir>/results.parquet`` holds one row per cell with its resolved
+configuration, state, best epoch, validation and test metrics.
+
+Resuming: finished runs are never repeated; interrupted ones continue from ``checkpoint.pt``
+(``train(resume=True)``); failed ones are tried again. A failed cell never stops the others.
+Runs that share a machine share its cores: each run gets ``threads`` torch threads, and at most
+``cores // threads`` run at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lmmrec.errors import ConfigError, LmmrecError
+from lmmrec.experiments.spec import Cell, Experiment, load_experiment
+from lmmrec.io import atomic_path, read_json, write_json
+
+STATUS = "status.json"
+ERROR = "error.txt"
+RESULTS = "results.parquet"
+RUNS = "runs"
+STATES = ("done", "running", "interrupted", "failed", "pending")
+
+
+@dataclass
+class PlannedRun:
+    """A cell with its run directory, or the reason its inputs are not available yet."""
+
+    cell: Cell
+    run_id: str | None = None
+    run_dir: Path | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    problem: str | None = None  # inputs that cannot be read: the cell fails with this line
+    waiting: str | None = None  # inputs the runner makes first (features to extract)
+
+
+@dataclass
+class ExperimentRun:
+    """What :func:`run_experiment` did: the plan, the results table and the counts."""
+
+    experiment: Experiment
+    runs: list[PlannedRun]
+    results: pd.DataFrame
+    executed: int = 0
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        return state_counts(self.results)
+
+
+# ----------------------------------------------------------------------------- inputs
+class Inputs:
+    """Datasets of an experiment, each loaded once, and the content hashes of what runs read."""
+
+    def __init__(self) -> None:
+        self._datasets: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}
+        self._feature_hashes: dict[tuple[str, str], str] = {}
+
+    def dataset(self, source: str) -> Any:
+        """The loaded dataset; raises the loading error (cached) when it cannot be read."""
+        from lmmrec.data.loading import load_dataset
+
+        if source in self._errors:
+            raise LmmrecError(self._errors[source])
+        if source not in self._datasets:
+            try:
+                self._datasets[source] = load_dataset(source)
+            except Exception as error:
+                self._errors[source] = one_line(error)
+                raise
+        return self._datasets[source]
+
+    def feature_hash(self, source: str, name: str) -> str | None:
+        key = (source, name)
+        if key not in self._feature_hashes:
+            dataset = self.dataset(source)
+            if name not in dataset.features:
+                return None
+            self._feature_hashes[key] = dataset.feature_set(name).content_hash()
+        return self._feature_hashes[key]
+
+    def forget_features(self, source: str, name: str) -> None:
+        self._feature_hashes.pop((source, name), None)
+
+
+def resolved_config(cell: Cell) -> dict[str, Any]:
+    """The cell's run configuration as ``train`` writes it: defaults of model and training filled
+    in (without ``output_dir`` and ``name``, which do not change what is computed)."""
+    from lmmrec.models import registry
+    from lmmrec.training.config import RunConfig
+
+    config = RunConfig.model_validate(cell.config)
+    params = registry.make_config(cell.model, config.model_params).model_dump()
+    data = config.model_copy(update={"model_params": params}).model_dump(mode="json")
+    data.pop("output_dir", None)
+    data.pop("name", None)
+    return data
+
+
+def run_id(cell: Cell, inputs: dict[str, str]) -> str:
+    """``<model>-<12 hex>``: the hash of the resolved configuration and the inputs' hashes."""
+    payload = json.dumps({"config": resolved_config(cell), "inputs": inputs}, sort_keys=True)
+    return f"{cell.model}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+
+def plan(experiment: Experiment, inputs: Inputs | None = None) -> list[PlannedRun]:
+    """Name every cell's run by its configuration and inputs (loads each dataset once)."""
+    inputs = inputs or Inputs()
+    runs_dir = experiment.output_dir / RUNS
+    planned = []
+    for cell in experiment.cells:
+        run = PlannedRun(cell)
+        source = cell.config["dataset"]
+        try:
+            dataset = inputs.dataset(source)
+        except Exception as error:
+            run.problem = f"dataset {source!r}: {one_line(error)}"
+            planned.append(run)
+            continue
+        run.inputs["dataset"] = dataset.content_hash()
+        features = cell.config.get("features")
+        if features:
+            digest = inputs.feature_hash(source, features)
+            if digest is None:
+                encoder = experiment.spec.encoders.get(cell.encoder or "")
+                if encoder is not None and encoder.extract and encoder.features == features:
+                    run.waiting = f"features {features!r} are extracted first ({encoder.extract})"
+                else:
+                    known = ", ".join(sorted(dataset.features)) or "none"
+                    run.problem = (
+                        f"dataset {source!r} has no feature set {features!r} (it has: {known}); "
+                        "extract it with `lmmrec encode` or give the encoder an extract: spec"
+                    )
+                planned.append(run)
+                continue
+            run.inputs["features"] = digest
+        run.run_id = run_id(cell, run.inputs)
+        run.run_dir = runs_dir / run.run_id
+        planned.append(run)
+    return planned
+
+
+def prepare_features(
+    experiment: Experiment, runs: list[PlannedRun], inputs: Inputs, say: Callable[[str], None]
+) -> list[PlannedRun]:
+    """Extract the feature sets that waiting cells need (once each), then plan again."""
+    from lmmrec.encoders import build, extract_features
+
+    wanted = {
+        (run.cell.config["dataset"], run.cell.encoder) for run in runs if run.waiting is not None
+    }
+    for source, label in sorted(wanted, key=str):
+        entry = experiment.spec.encoders[label or ""]
+        assert entry.extract is not None and entry.features is not None  # as plan() checked
+        say(f"extracting feature set {entry.features!r} of {source} with {entry.extract}")
+        try:
+            extract_features(inputs.dataset(source), build(entry.extract), name=entry.features)
+        except Exception as error:
+            say(f"[red]feature extraction failed[/red]: {one_line(error)}")
+        inputs.forget_features(source, entry.features)
+    new_plan = plan(experiment, inputs)
+    for run in new_plan:
+        if run.waiting is not None:  # extraction failed: the cell fails with that reason
+            run.problem, run.waiting = f"{run.waiting}, but extraction failed", None
+    return new_plan
+
+
+# ----------------------------------------------------------------------------- state
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    line = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(run: PlannedRun) -> dict[str, Any]:
+    """``{"state": one of STATES, "error": ...}`` from the run directory's ``status.json``."""
+    if run.problem is not None:
+        return {"state": "failed", "error": run.problem}
+    if run.run_dir is None:
+        return {"state": "pending", "note": run.waiting}
+    path = run.run_dir / STATUS
+    if not path.is_file():
+        return {"state": "interrupted" if (run.run_dir / "checkpoint.pt").is_file() else "pending"}
+    try:
+        status = read_json(path)
+    except (OSError, ValueError):
+        return {"state": "interrupted"}
+    if status.get("state") == "running":
+        here = status.get("host") == socket.gethostname()
+        if here and not _alive(int(status.get("pid", -1))):
+            return {**status, "state": "interrupted"}
+    if status.get("state") == "done" and not (run.run_dir / "metrics.json").is_file():
+        return {**status, "state": "interrupted"}
+    return status
+
+
+def _write_status(run_dir: Path, state: str, **extra: Any) -> None:
+    write_json(
+        run_dir / STATUS,
+        {"state": state, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        | extra,
+    )
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch intra-op threads (``None``: unchanged), then restore."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def execute_run(
+    config: dict[str, Any],
+    run_dir: str | Path,
+    *,
+    threads: int | None = None,
+    dataset: Any = None,
+    callbacks: list[Callable[..., None]] | None = None,
+) -> dict[str, Any]:
+    """Train one cell in ``run_dir`` (resuming it); never raises for a failed run.
+
+    Returns the status written to ``status.json``: ``done`` with the wall seconds, or ``failed``
+    with the one-line error (the traceback is in ``error.txt``). Ctrl-C marks the run
+    ``interrupted`` and propagates.
+    """
+    from lmmrec.training import train
+    from lmmrec.training.config import RunConfig
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    _write_status(run_dir, "running", started=time.time())
+    try:
+        run_config = RunConfig.model_validate(
+            {**config, "output_dir": str(run_dir.parent), "name": run_dir.name}
+        )
+        with torch_threads(threads):
+            train(run_config, dataset=dataset, resume=True, callbacks=callbacks)
+    except KeyboardInterrupt:
+        _write_status(run_dir, "interrupted")
+        raise
+    except Exception as error:
+        with atomic_path(run_dir / ERROR) as tmp:
+            tmp.write_text("".join(traceback.format_exception(error)))
+        status = {"error": one_line(error), "wall_seconds": time.perf_counter() - started}
+        _write_status(run_dir, "failed", **status)
+        return {"state": "failed", **status}
+    (run_dir / ERROR).unlink(missing_ok=True)
+    status = {"wall_seconds": time.perf_counter() - started}
+    _write_status(run_dir, "done", **status)
+    return {"state": "done", **status}
+
+
+# ----------------------------------------------------------------------------- results
+def run_record(run: PlannedRun, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One row of the results table (metrics as ``valid.<m>`` / ``test.<m>`` columns)."""
+    cell = run.cell
+    status = status or run_state(run)
+    record: dict[str, Any] = {
+        "run_id": run.run_id,
+        "state": status.get("state"),
+        "dataset": cell.dataset,
+        "model": cell.model,
+        "encoder": cell.encoder,
+        "paradigm": cell.paradigm,
+        "point": cell.point_key,
+        "seed": cell.seed,
+        "error": status.get("error") or status.get("note"),
+        "run_dir": str(run.run_dir) if run.run_dir else None,
+        "config": json.dumps(cell.config, sort_keys=True),
+        "wall_seconds": status.get("wall_seconds"),
+    }
+    if record["state"] == "done" and run.run_dir is not None:
+        with contextlib.suppress(OSError, ValueError):
+            metrics = read_json(run.run_dir / "metrics.json")
+            record.update(
+                best_epoch=metrics.get("best_epoch"),
+                epochs_run=metrics.get("epochs_run"),
+                stopped_by=metrics.get("stopped_by"),
+                seconds=metrics.get("seconds"),
+            )
+            for split in ("valid", "test"):
+                for name, value in (metrics.get(split) or {}).items():
+                    record[f"{split}.{name}"] = value
+    return record
+
+
+def results_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(list(records))
+    for column in ("best_epoch", "epochs_run", "seconds", "wall_seconds"):
+        if column not in frame:
+            frame[column] = float("nan")
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
+
+
+def write_results(output_dir: Path, frame: pd.DataFrame) -> Path:
+    path = Path(output_dir) / RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return path
+
+
+def read_results(output_dir: Path) -> pd.DataFrame:
+    path = Path(output_dir) / RESULTS
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: run the experiment first")
+    return pd.read_parquet(path)
+
+
+def state_counts(frame: pd.DataFrame) -> dict[str, int]:
+    counts = frame["state"].value_counts().to_dict() if len(frame) else {}
+    return {state: int(counts.get(state, 0)) for state in STATES}
+
+
+def experiment_status(
+    source: str | Path | Experiment, variables: dict[str, str] | None = None
+) -> tuple[Experiment, pd.DataFrame]:
+    """Each cell's state (done / running / interrupted / failed / pending) without running any."""
+    experiment = source if isinstance(source, Experiment) else load_experiment(source, variables)
+    runs = plan(experiment)
+    return experiment, results_frame(run_record(run) for run in runs)
+
+
+# ----------------------------------------------------------------------------- running
+class GridProgress:
+    """Progress over the grid: runs done / running / failed / left, elapsed time and an estimate.
+
+    On a terminal a rich progress bar (the current run's epoch in its description); elsewhere one
+    line per finished run.
+    """
+
+    def __init__(self, total: int, done: int, console: Any, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.total, self.done, self.failed, self.running = total, done, 0, 0
+        self.started = time.perf_counter()
+        self.finished_here = 0
+        self.live = enabled and console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.task = self.progress.add_task(self._text(""), total=total, completed=done)
+
+    def _text(self, current: str) -> str:
+        left = self.total - self.done - self.failed - self.running
+        text = f"done {self.done} · running {self.running} · failed {self.failed} · left {left}"
+        return f"{text}  {current}" if current else text
+
+    def __enter__(self) -> GridProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def started_run(self, label: str) -> None:
+        self.running += 1
+        self.progress.update(self.task, description=self._text(label))
+
+    def epoch(self, label: str, record: dict[str, Any], metric: str) -> None:
+        valid = record.get("valid", {}).get(metric)
+        extra = f" valid {metric} {valid:.4f}" if valid is not None else ""
+        self.progress.update(
+            self.task, description=self._text(f"{label}: epoch {record['epoch']}{extra}")
+        )
+
+    def finished_run(self, label: str, status: dict[str, Any], metric: str, value: Any) -> None:
+        self.running -= 1
+        self.finished_here += 1
+        if status["state"] == "done":
+            self.done += 1
+        else:
+            self.failed += 1
+        elapsed = time.perf_counter() - self.started
+        left = self.total - self.done - self.failed - self.running
+        eta = elapsed / self.finished_here * left
+        if status["state"] == "done":
+            what = f"valid {metric} {value:.4f}" if isinstance(value, float) else "done"
+        else:
+            what = f"[red]failed[/red]: {status.get('error')}"
+        line = (
+            f"[{self.done + self.failed}/{self.total}] {label}: {what} "
+            f"({status.get('wall_seconds', 0):.1f} s; {left} left, ETA {eta / 60:.1f} min)"
+        )
+        self.console.print(line, highlight=False, soft_wrap=True)
+        self.progress.update(
+            self.task, completed=self.done + self.failed, description=self._text("")
+        )
+
+
+def run_experiment(
+    source: str | Path | dict[str, Any] | Experiment,
+    *,
+    dry_run: bool = False,
+    variables: dict[str, str] | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    threads: int | None = None,
+    console: Any = None,
+    progress: bool = True,
+) -> ExperimentRun:
+    """Run every cell of an experiment that has not finished; write the results table.
+
+    Args:
+        source: an experiment file, its parsed content, or a loaded :class:`Experiment`.
+        dry_run: plan only: name the runs and report their states, train nothing.
+        variables: ``${name}`` values overriding the file's.
+        backend: ``"local"`` (one run at a time in this process) or ``"ray"``.
+        address: an existing Ray cluster (``ray`` backend); default: a local Ray instance.
+        threads: torch threads per run; default the file's ``threads``, else all cores for
+            local runs and 1 per run on Ray (so runs x threads <= cores).
+    """
+    from rich.console import Console
+
+    experiment = source if isinstance(source, Experiment) else load_experiment(source, variables)
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"backend {backend!r} is unknown; use local or ray")
+    console = console or Console(quiet=not progress)
+    started = time.perf_counter()
+    inputs = Inputs()
+    runs = plan(experiment, inputs)
+    if not dry_run and any(run.waiting for run in runs):
+        runs = prepare_features(experiment, runs, inputs, console.print)
+    statuses = {id(run): run_state(run) for run in runs}
+    records = {id(run): run_record(run, statuses[id(run)]) for run in runs}
+    todo = [
+        run
+        for run in runs
+        if run.run_dir is not None
+        and statuses[id(run)]["state"] in ("pending", "interrupted", "failed")
+    ]
+    executed = 0
+    if not dry_run:
+        cores = os.cpu_count() or 1
+        per_run = threads or experiment.spec.threads or (cores if backend == "local" else 1)
+        per_run = max(1, min(per_run, cores))
+        done = sum(1 for s in statuses.values() if s["state"] == "done")
+        failed_inputs = sum(1 for run in runs if run.problem is not None)
+        total = done + failed_inputs + len(todo)
+        output = experiment.output_dir
+        write_results(output, results_frame(records.values()))
+        with GridProgress(total, done, console, progress) as display:
+            display.failed = failed_inputs
+
+            def finished(run: PlannedRun, status: dict[str, Any]) -> None:
+                records[id(run)] = run_record(run, status)
+                value = records[id(run)].get(f"valid.{experiment.spec.select}")
+                display.finished_run(run.cell.label(), status, experiment.spec.select, value)
+                write_results(output, results_frame(records.values()))
+
+            if backend == "local":
+                _run_local(todo, inputs, per_run, display, finished, experiment.spec.select)
+            else:
+                _run_ray(todo, per_run, address, display, finished)
+            executed = len(todo)
+    frame = results_frame(records.values())
+    if not dry_run:
+        write_results(experiment.output_dir, frame)
+    return ExperimentRun(experiment, runs, frame, executed, time.perf_counter() - started)
+
+
+def _run_local(
+    todo: list[PlannedRun],
+    inputs: Inputs,
+    threads: int,
+    display: GridProgress,
+    finished: Callable[[PlannedRun, dict[str, Any]], None],
+    metric: str,
+) -> None:
+    for run in todo:
+        assert run.run_dir is not None
+        label = run.cell.label()
+        display.started_run(label)
+
+        def on_epoch(*args: Any, label: str = label) -> None:
+            # callback(trainer, record) (callback(record) in older trainers): the record is last
+            with contextlib.suppress(Exception):  # a display problem never fails a run
+                display.epoch(label, args[-1], metric)
+
+        status = execute_run(
+            run.cell.config,
+            run.run_dir,
+            threads=threads,
+            dataset=inputs.dataset(run.cell.config["dataset"]),
+            callbacks=[on_epoch],
+        )
+        finished(run, status)
+
+
+_WORKER_DATASETS: dict[str, Any] = {}
+
+
+def _ray_execute(config: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
+    """A Ray task: one run, its dataset loaded once per worker process."""
+    from lmmrec.data.loading import load_dataset
+
+    source = config["dataset"]
+    try:
+        if source not in _WORKER_DATASETS:
+            _WORKER_DATASETS.clear()  # one dataset held per worker
+            _WORKER_DATASETS[source] = load_dataset(source)
+    except Exception as error:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        _write_status(Path(run_dir), "failed", error=one_line(error))
+        return {"state": "failed", "error": one_line(error)}
+    return execute_run(config, run_dir, threads=threads, dataset=_WORKER_DATASETS[source])
+
+
+def _run_ray(
+    todo: list[PlannedRun],
+    threads: int,
+    address: str | None,
+    display: GridProgress,
+    finished: Callable[[PlannedRun, dict[str, Any]], None],
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the ray backend needs Ray: pip install 'lmmrec[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(
+            address=address,
+            num_cpus=None if address else os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    try:
+        task = ray.remote(num_cpus=threads, max_retries=0)(_ray_execute)
+        pending = {}
+        for run in todo:
+            pending[task.remote(run.cell.config, str(run.run_dir), threads)] = run
+            display.started_run(run.cell.label())
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                run = pending.pop(ref)
+                try:
+                    status = ray.get(ref)
+                except Exception as error:  # the worker died: the run is failed, not the grid
+                    status = {"state": "failed", "error": one_line(error)}
+                finished(run, status)
+    finally:
+        if started_here:
+            ray.shutdown()
