@@ -129,6 +129,15 @@ def hash_arrays(*arrays: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
+def hash_file(path: str | os.PathLike[str]) -> str:
+    """A short content hash (sha256, 16 hex digits) of a file's bytes, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

@@ -1,7 +1,9 @@
-"""``lmmrec data``: build dataset folders from raw sources, and fill their image stores.
+"""``lmmrec data``: build dataset folders from raw sources, attach item content to MMRec folders,
+and fill their image stores.
 
 Each command is a thin layer over :mod:`lmmrec.data.formats.amazon`,
-:func:`lmmrec.data.formats.table.read_table` and :mod:`lmmrec.data.images`.
+:func:`lmmrec.data.formats.table.read_table`, :func:`lmmrec.data.formats.attach.attach_items`
+and :mod:`lmmrec.data.images`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from rich.table import Table
 from lmmrec.data.dataset import Dataset
 
 data_app = typer.Typer(
-    help="Build datasets from Amazon dumps or tables; download item images.", no_args_is_help=True
+    help="Build datasets from Amazon dumps or tables, attach item content to MMRec folders, "
+    "download item images.",
+    no_args_is_help=True,
 )
 console = Console()
 
@@ -118,6 +122,68 @@ def table(
     if mmrec is not None:
         write_mmrec(dataset, mmrec)
     _summary(dataset, out, mmrec)
+
+
+@data_app.command("attach-items")
+def attach_items(
+    folder: Annotated[Path, typer.Argument(help="MMRec folder (<name>.inter, i_id_mapping.csv)")],
+    items: Annotated[
+        Path,
+        typer.Option(
+            help="items table (.csv/.tsv/.parquet) or Amazon metadata (meta_*.json[.gz], JSONL)"
+        ),
+    ],
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="column/key of the raw item id [default: asin; metadata: parent_asin]"),
+    ] = None,
+    text_columns: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated columns joined into the text [default: text; metadata: "
+            "title,brand,categories,description]"
+        ),
+    ] = None,
+    image_column: Annotated[
+        str | None,
+        typer.Option(help="column/key of image URLs or paths [default: image; metadata: auto]"),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="the .inter file's stem, if several")] = None,
+) -> None:
+    """Attach item texts and images to an MMRec folder, joined through i_id_mapping.csv."""
+    from lmmrec.data.formats.attach import attach_items as attach
+
+    report = attach(
+        folder,
+        items,
+        id_column=id_column,
+        text_columns=None
+        if text_columns is None
+        else [c.strip() for c in text_columns.split(",") if c.strip()],
+        image_column=image_column,
+        name=name,
+    )
+    console.print(
+        f"{folder}: {report.matched} of {report.n_items} items found in {items} "
+        f"({report.with_text} with text, {report.with_image_url} with an image URL, "
+        f"{report.with_image_file} with an image file)",
+        highlight=False,
+    )
+    if report.unmatched:
+        first = ", ".join(report.unmatched[:5])
+        more = ", ..." if len(report.unmatched) > 5 else ""
+        console.print(
+            f"{len(report.unmatched)} items not found (no text, no image): {first}{more}",
+            highlight=False,
+        )
+    if report.missing_image_files:
+        console.print(
+            f"{report.missing_image_files} image paths do not exist (those items get no image)",
+            highlight=False,
+        )
+    if report.with_image_url:
+        kept = f"{report.kept_images} already downloaded; " if report.kept_images else ""
+        console.print(f"{kept}download the images with: lmmrec data images {folder}")
 
 
 @data_app.command("images")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmmrec.data.dataset import Dataset
+from lmmrec.data.formats.attach import is_attached_mmrec, load_attached_mmrec
 from lmmrec.data.formats.common import TABLE_SUFFIXES
 from lmmrec.data.formats.mmrec import read_mmrec
 from lmmrec.data.formats.table import read_table
@@ -20,7 +21,9 @@ def load_dataset(source: str | Path) -> Dataset:
     """Load a dataset from ``source``.
 
     * ``"demo"``: the built-in generated dataset (:func:`lmmrec.data.demo.load_demo`);
-    * a folder with ``dataset.json``: :meth:`Dataset.load`;
+    * a folder with ``dataset.json``: :meth:`Dataset.load`; an MMRec folder given item content
+      by :func:`~lmmrec.data.formats.attach.attach_items` has both, and is read by
+      :func:`~lmmrec.data.formats.attach.load_attached_mmrec` (its ``.npy`` features included);
     * a folder with a ``*.inter`` file: :func:`~lmmrec.data.formats.mmrec.read_mmrec`;
     * a ``.csv`` / ``.tsv`` / ``.parquet`` file: :func:`~lmmrec.data.formats.table.read_table`
       with its defaults (columns ``user`` and ``item``, 5-core, random split).
@@ -35,6 +38,8 @@ def load_dataset(source: str | Path) -> Dataset:
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / "dataset.json").is_file():
+            if is_attached_mmrec(path):
+                return load_attached_mmrec(path)
             return Dataset.load(path)
         if any(p.is_file() for p in path.glob("*.inter")):
             return read_mmrec(path)

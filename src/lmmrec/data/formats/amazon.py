@@ -383,27 +383,77 @@ def image_url(record: dict[str, Any]) -> str | None:
     )
 
 
-def _read_meta(
-    path: Path, item_ids: np.ndarray, fields: Sequence[str]
-) -> tuple[list[str], list[str | None], int]:
-    """Texts and image URLs of ``item_ids`` (in that order), and how many items had a record."""
-    position = {raw: i for i, raw in enumerate(item_ids.tolist())}
-    texts: list[str] = [""] * len(item_ids)
-    urls: list[str | None] = [None] * len(item_ids)
-    seen = np.zeros(len(item_ids), dtype=bool)
+@dataclass
+class ItemMetadata:
+    """Texts and image URLs of a list of items, read from a metadata file.
+
+    Attributes:
+        texts: row ``i`` is item ``i``'s text (:func:`item_text`), ``""`` without a record.
+        urls: row ``i`` is item ``i``'s image URL, ``None`` where there is none.
+        found: ``[n_items]`` bool, whether item ``i`` has a record (the first one counts).
+        other_records: records of items not in the list (or repeats), skipped.
+        other_ids: a few ids of such records, to show what the file's ids look like.
+    """
+
+    texts: list[str]
+    urls: list[str | None]
+    found: np.ndarray
+    other_records: int
+    other_ids: list[str]
+
+
+def _id_pattern(key: str | None) -> re.Pattern[bytes]:
+    if key is None:
+        return _META_ID
+    return re.compile(rb"""["']""" + re.escape(key.encode()) + rb"""["']\s*:\s*["']([^"']+)["']""")
+
+
+def read_item_metadata(
+    path: Path,
+    item_ids: np.ndarray | Sequence[str],
+    fields: Sequence[str] = DEFAULT_TEXT_FIELDS,
+    *,
+    id_key: str | None = None,
+    image_key: str | None = None,
+) -> ItemMetadata:
+    """Stream a metadata file (any release, gzip or plain) for the items ``item_ids``.
+
+    Args:
+        path: metadata as JSON lines (2018, 2023) or Python dict literals (2014).
+        item_ids: raw ids, row ``i`` = item ``i``.
+        fields: metadata fields joined into each item's text (:func:`item_text`).
+        id_key: the record key holding the item id; default ``parent_asin``, else ``asin``.
+        image_key: the record key holding image URLs; default the releases' keys in turn
+            (:func:`image_url`).
+
+    Lines of other items are skipped before parsing when their id is found by a regular
+    expression, so a large file is read quickly.
+    """
+    position = {raw: i for i, raw in enumerate(np.asarray(item_ids).tolist())}
+    texts: list[str] = [""] * len(position)
+    urls: list[str | None] = [None] * len(position)
+    seen = np.zeros(len(position), dtype=bool)
+    pattern = _id_pattern(id_key)
+    other, other_ids = 0, []
     for number, line in _lines(path):
-        ids = _META_ID.findall(line)
+        ids = pattern.findall(line)
         if ids and not any(i.decode("utf-8", "replace") in position for i in ids):
-            continue  # an item filtered out: skip without parsing
+            other += 1  # an item filtered out or not in the list: skip without parsing
+            if len(other_ids) < 3:
+                other_ids.append(ids[0].decode("utf-8", "replace"))
+            continue
         record = parse_record(line, path, number)
-        raw = record.get("parent_asin", record.get("asin"))
+        raw = record.get(id_key) if id_key else record.get("parent_asin", record.get("asin"))
         i = position.get(str(raw)) if raw is not None else None
         if i is None or seen[i]:  # unknown item, or a repeated record (the first one counts)
+            other += 1
+            if raw is not None and i is None and len(other_ids) < 3:
+                other_ids.append(str(raw))
             continue
         seen[i] = True
         texts[i] = item_text(record, fields)
-        urls[i] = image_url(record)
-    return texts, urls, int(seen.sum())
+        urls[i] = image_url(record) if image_key is None else _first_url(record.get(image_key))
+    return ItemMetadata(texts, urls, seen, other, other_ids)
 
 
 def _dataset_name(path: Path) -> str:
@@ -474,7 +524,8 @@ def read_amazon(
     item_ids = prepared.item_ids
     catalog, urls, with_meta = None, [None] * len(item_ids), 0
     if meta is not None:
-        texts, urls, with_meta = _read_meta(Path(meta), item_ids, text_fields)
+        found = read_item_metadata(Path(meta), item_ids, text_fields)
+        texts, urls, with_meta = found.texts, found.urls, int(found.found.sum())
         catalog = ItemCatalog(texts=texts, images=[None] * len(item_ids))
     statistics = {
         "records_read": data.records,

@@ -81,7 +81,7 @@ def read_mmrec(folder: Path, name: str | None = None) -> Dataset:
         root=folder,
         info={"source": str(inter_path), "format": "mmrec"},
     )
-    features = _read_features(folder)
+    features = read_features(folder)
     if features is not None:
         try:
             dataset.add_feature_set(features)
@@ -244,7 +244,7 @@ def _check_unique_pairs(path: Path, users: np.ndarray, items: np.ndarray, n_item
         )
 
 
-def _read_features(folder: Path) -> FeatureSet | None:
+def read_features(folder: Path) -> FeatureSet | None:
     """The ``image_feat.npy`` / ``text_feat.npy`` present in ``folder`` as one feature set."""
     arrays: dict[str, np.ndarray] = {}
     for modality, file_name in FEATURE_FILES.items():

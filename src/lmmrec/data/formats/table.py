@@ -77,8 +77,8 @@ def read_table(
         raise DataError(
             f"{where}: none of its {n_rows} rows has both a {user_col!r} and an {item_col!r} value"
         )
-    user_codes, user_raw = pd.factorize(_id_strings(frame[user_col]), sort=True)
-    item_codes, item_raw = pd.factorize(_id_strings(frame[item_col]), sort=True)
+    user_codes, user_raw = pd.factorize(id_strings(frame[user_col]), sort=True)
+    item_codes, item_raw = pd.factorize(id_strings(frame[item_col]), sort=True)
     times = _timestamps(path, frame[time_col]) if time_col else None
 
     prepared = prepare_interactions(
@@ -126,7 +126,7 @@ def read_table(
     )
 
 
-def _id_strings(values: pd.Series) -> np.ndarray:
+def id_strings(values: pd.Series) -> np.ndarray:
     """Raw ids as strings; whole floats (Parquet integer columns with gaps) drop their ``.0``."""
     if values.dtype.kind == "f" and (values == values.round()).all():
         values = values.astype(np.int64)
@@ -167,7 +167,7 @@ def _read_catalog(
         "(text_col=None or image_col=None when it has no such column)",
     )
     table = table[table[key].notna()]
-    raw = pd.Index(_id_strings(table[key]))
+    raw = pd.Index(id_strings(table[key]))
     if raw.has_duplicates:
         repeated = raw[raw.duplicated()].unique()
         raise DataError(
