@@ -44,6 +44,7 @@ def measure_speed(data: Path, model: str, epochs: int, evals: int) -> dict[str, 
     for _ in range(epochs):
         started = time.perf_counter()
         trainer.train_epoch()
+        trainer.state.epoch += 1
         epoch_times.append(time.perf_counter() - started)
     eval_times = []
     for _ in range(evals):

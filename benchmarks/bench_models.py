@@ -106,8 +106,9 @@ def measure(args: argparse.Namespace) -> dict[str, float | str]:
     from lmmrec.cache import DerivedCache
     from lmmrec.data.formats.mmrec import read_mmrec
     from lmmrec.models import ModelInputs, build
-    from lmmrec.training import TrainConfig, Trainer
     from lmmrec.runtime import seed_everything
+    from lmmrec.training import TrainConfig, Trainer
+    from lmmrec.training.sources import StoredFeatures
 
     dataset = synthetic_electronics() if args.synthetic_electronics else read_mmrec(args.data)
     features = {m: torch.from_numpy(a) for m, a in synthetic_features(dataset.n_items).items()}
@@ -128,11 +129,12 @@ def measure(args: argparse.Namespace) -> dict[str, float | str]:
     model = build(args.model, params, inputs)
     build_seconds = time.perf_counter() - started
     peak_build_gb = peak_gb()
-    trainer = Trainer(model, dataset, config, None, features)
+    trainer = Trainer(StoredFeatures(model, features), dataset, config, None)
     epochs, cpu = [], []
     for _ in range(args.epochs):
         started, started_cpu = time.perf_counter(), time.process_time()
         trainer.train_epoch()
+        trainer.state.epoch += 1
         epochs.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
     peak_train_gb = peak_gb()

@@ -145,5 +145,9 @@ class Runtime:
         model = model.to(self.device)
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            # buffers (graph structure, stored features, the end-to-end feature bank) are the
+            # same on every process by construction: no per-step broadcast
+            return nn.parallel.DistributedDataParallel(
+                model, device_ids=ids, broadcast_buffers=False
+            )
         return model

@@ -81,18 +81,20 @@ def test_slot_counts_follow_mmrecs_urn() -> None:
     assert single[2:].tolist() == [5.0, 5.0]  # one neighbour fills all k slots
 
 
-def test_slots_are_redrawn_once_per_epoch(tiny_dataset: Dataset) -> None:
+def test_slots_are_redrawn_by_the_epoch_hook(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset.train, {"image": 4}, n_neighbours=40)
     feats = _features(tiny_dataset.n_items, {"image": 4})
     sampler = NegativeSampler(tiny_dataset.train)
     n_train = tiny_dataset.train.nnz
     epoch = list(sampler.epoch(n_train // 2 + 1, np.random.default_rng(0)))
     assert len(epoch) == 2
+    model.on_epoch_start(0)  # as the trainer does
     model.loss(epoch[0], feats)
     first = model.slots.clone()
     assert (first > 1).any()  # users with fewer than 40 neighbours fill copies
     model.loss(epoch[1], feats)
     assert torch.equal(model.slots, first)  # same epoch: same slots
+    model.on_epoch_start(1)
     model.loss(next(sampler.epoch(n_train, np.random.default_rng(1))), feats)
     assert not torch.equal(model.slots, first)  # a new epoch: redrawn
 

@@ -53,7 +53,9 @@ def test_pruning_keeps_a_share_of_edges_renormalised_once_per_epoch(
     feats = _features(tiny_dataset)
     batches = _batches(tiny_dataset)
     graphs = []
-    for batch in batches + batches[:1]:  # one epoch, then the first batch of the next
+    for step, batch in enumerate(batches + batches[:1]):  # an epoch, then the next one's first
+        if step % len(batches) == 0:
+            model.on_epoch_start(step // len(batches))  # as the trainer does
         model.loss(batch, feats)
         graphs.append(model._pruned)
     assert all(g is graphs[0] for g in graphs[: len(batches)])  # one graph per epoch

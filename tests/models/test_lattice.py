@@ -91,6 +91,8 @@ def test_learned_graph_is_built_with_gradients_once_per_epoch(tiny_dataset: Data
     graph_parts = [*model.projections.parameters(), *model.features.parameters()]
     graph_parts.append(model.modal_weight)
     for step, batch in enumerate([*batches, batches[0]]):
+        if step % len(batches) == 0:
+            model.on_epoch_start(step // len(batches))  # as the trainer does
         model.zero_grad(set_to_none=True)
         model.loss(batch, feats).backward()
         first_of_epoch = step in (0, len(batches))

@@ -7,7 +7,6 @@ import torch
 from lmmrec.data.sampling import Batch
 from lmmrec.models.mm_layers import (
     BatchRandom,
-    EpochClock,
     FeatureTables,
     ModalityLinear,
     RowSelection,
@@ -69,9 +68,15 @@ def test_modality_linear_is_a_linear_map_of_the_concatenation() -> None:
     torch.testing.assert_close(layer(x), expected)
 
 
-def test_epoch_clock_ticks_on_each_epochs_first_batch() -> None:
-    clock = EpochClock(epoch_size=5)
-    assert [clock.tick(2) for _ in range(6)] == [True, False, False, True, False, False]
+def test_epoch_generator_depends_on_seed_and_epoch_only() -> None:
+    torch.manual_seed(0)
+    first = BatchRandom()
+    torch.manual_seed(0)
+    second = BatchRandom()  # another process of a data-parallel run, or a resumed one
+    device = torch.device("cpu")
+    draw = torch.rand(4, generator=first.epoch_generator(3, device))
+    assert torch.equal(draw, torch.rand(4, generator=second.epoch_generator(3, device)))
+    assert not torch.equal(draw, torch.rand(4, generator=first.epoch_generator(4, device)))
 
 
 def test_batch_random_depends_on_seed_and_batch_only() -> None:

@@ -44,9 +44,10 @@ def test_training_learns_the_planted_structure(
     metrics = read_json(result.run_dir / "metrics.json")
     assert metrics["best_epoch"] == result.fit.best_epoch
     assert len(metrics["history"]) == result.fit.epochs_run
-    # test metrics are read at the best validation epoch
-    best = metrics["history"][result.fit.best_epoch - 1]
-    assert best["test"] == metrics["test"]
+    # validation selects; test is ranked once, after training, at the best epoch's weights
+    assert not any("test" in record for record in metrics["history"])
+    assert metrics["valid"] == metrics["history"][result.fit.best_epoch - 1]["valid"]
+    assert set(metrics["time"]) == {"train", "valid", "test", "checkpoint"}
 
 
 def test_early_stopping_stops_after_patience(tiny_dataset: Dataset, tmp_path: Path) -> None:
@@ -56,19 +57,77 @@ def test_early_stopping_stops_after_patience(tiny_dataset: Dataset, tmp_path: Pa
     assert result.fit.epochs_run == result.fit.best_epoch + 3
 
 
-def test_interrupted_run_resumes_to_the_same_result(tiny_dataset: Dataset, tmp_path: Path) -> None:
-    straight = train(_config(tmp_path / "a", epochs=6), dataset=tiny_dataset).fit
+@pytest.mark.parametrize("every", [1, 2])
+def test_interrupted_run_resumes_to_the_same_result(
+    tiny_dataset: Dataset, tmp_path: Path, every: int
+) -> None:
+    settings = {"epochs": 6, "checkpoint_every_epochs": every, "checkpoint_every_seconds": 0}
+    straight = train(_config(tmp_path / "a", **settings), dataset=tiny_dataset).fit
 
-    def interrupt(record: dict[str, object]) -> None:
-        if record["epoch"] == 3:
+    def interrupt(trainer: Trainer, record: dict[str, object]) -> None:
+        if record["epoch"] == 3:  # with every=2, the last checkpoint is epoch 2's
             raise KeyboardInterrupt
 
-    config = _config(tmp_path / "b", epochs=6)
+    config = _config(tmp_path / "b", **settings)
     with pytest.raises(KeyboardInterrupt):
         train(config, dataset=tiny_dataset, callbacks=[interrupt])
     resumed = train(config, dataset=tiny_dataset).fit
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    assert resumed.best_epoch == straight.best_epoch
     assert resumed.test == straight.test
+
+
+def test_the_epoch_hook_is_called_once_before_each_epoch(
+    tiny_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = _trainer(tiny_dataset, _config(tmp_path, epochs=3, batch_size=16), None)
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        trainer.model, "on_epoch_start", lambda epoch: calls.append((epoch, trainer.state.step))
+    )
+    trainer.fit()
+    steps = trainer.sampler.n_batches(16, 1)
+    assert calls == [(0, 0), (1, steps), (2, 2 * steps)]
+
+
+class _Payload:
+    """Unpickling this object would run a command that creates a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickled_payload_in_a_checkpoint_is_refused_not_run(
+    tiny_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lmmrec.training.run.load_dataset", lambda source: tiny_dataset)
+    config = _config(tmp_path, epochs=2)
+    result = train(config, dataset=tiny_dataset)
+    marker = tmp_path / "ran"
+    for name in ("checkpoint.pt", "best.pt"):
+        torch.save({"module": _Payload(marker)}, result.run_dir / name)
+    with pytest.raises(TrainingError, match="pickled Python objects") as error:
+        train(config, dataset=tiny_dataset)
+    assert "\n" not in str(error.value) and "checkpoint.pt" in str(error.value)
+    with pytest.raises(TrainingError, match=r"best\.pt holds pickled"):
+        evaluate_run(result.run_dir)
+    assert not marker.exists()
+
+
+def test_a_truncated_best_checkpoint_is_one_clear_error(
+    tiny_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = train(_config(tmp_path, epochs=2), dataset=tiny_dataset)
+    best = result.run_dir / "best.pt"
+    best.write_bytes(best.read_bytes()[:100])
+    monkeypatch.setattr("lmmrec.training.run.load_dataset", lambda source: tiny_dataset)
+    with pytest.raises(TrainingError, match="damaged or not an lmmrec checkpoint"):
+        evaluate_run(result.run_dir)
 
 
 def test_resume_refuses_a_different_configuration(tiny_dataset: Dataset, tmp_path: Path) -> None:

@@ -121,7 +121,18 @@ class DualEncoder(PairEncoder):
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Tower vectors -> projected, L2-normalised ``[B, dim]``; ``fused`` when both exist."""
-        towers = super().forward(inputs)
+        return self.project(self.towers(inputs), inputs)
+
+    def towers(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The towers' own vectors, before the heads: ``image`` ``[B, D_i]``, ``text``
+        ``[B, D_t]``. When only the heads train (strategy ``projection``), end-to-end training
+        computes these once per item and trains the heads on them."""
+        return super().forward(inputs)
+
+    def project(
+        self, towers: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The heads on tower vectors (``inputs`` supplies the ``*_present`` masks)."""
         heads = {"image": self.image_head, "text": self.text_head}
         out = {m: F.normalize(heads[m](v), dim=-1) for m, v in towers.items()}  # [B, dim]
         if len(out) == 2:

@@ -6,6 +6,9 @@ Dimensions: U users, I items, B batch size, D final vector size, d_m size of mod
 * ``embed(item_feats)`` -> ``(user_vecs [U, D], item_vecs [I, D])``: the final vectors whose inner
   product is the score (biases fold in as extra dimensions). Computed once per evaluation.
 * ``score(users, item_feats)`` -> ``[len(users), I]``, derived here from ``embed``.
+* ``on_epoch_start(epoch)``: called by the trainer before each training epoch's first step, on
+  every process (MMRec's ``pre_epoch_processing``: FREEDOM's graph pruning, LATTICE's graph
+  rebuild, DualGNN's neighbour draw); a no-op by default.
 
 ``item_feats`` maps a modality name (``"image"``, ``"text"``, a fused name) to ``[I, d_m]``; it is
 empty for models that use no content. Models never load features themselves: the trainer passes
@@ -86,6 +89,9 @@ class Recommender(nn.Module, ABC):
     @abstractmethod
     def embed(self, item_feats: ItemFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """Final ``(user_vecs [U, D], item_vecs [I, D])``; their inner product is the score."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Per-epoch work before epoch ``epoch``'s (0-based) first step; nothing by default."""
 
     def forward(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
         return self.loss(batch, item_feats)

@@ -50,7 +50,7 @@ from lmmrec.models.graph import (
 )
 from lmmrec.models.losses import bpr_loss
 from lmmrec.models.mm_blocks import check_features, csr_tensor, modality_dims
-from lmmrec.models.mm_layers import BatchRandom, EpochClock
+from lmmrec.models.mm_layers import BatchRandom
 from lmmrec.models.ops import normalize_rows
 from lmmrec.models.registry import register
 from lmmrec.models.user_graph import cached_co_occurrence_graph
@@ -103,7 +103,6 @@ class DualGNN(Recommender):
         )
         self._build_user_graph(cached_co_occurrence_graph(inputs, config.n_neighbours))
         self.random = BatchRandom()
-        self.clock = EpochClock(inputs.train.nnz)
         self.register_buffer("slots", torch.ones_like(self.graph_scores), persistent=False)
 
     def _build_user_graph(self, graph: sp.csr_matrix) -> None:
@@ -185,9 +184,11 @@ class DualGNN(Recommender):
     def embed(self, item_feats: ItemFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         return self._forward(item_feats, torch.ones_like(self.graph_scores))
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """MMRec's per-epoch redraw of each user's k neighbour slots."""
+        self.slots = self._slot_counts(self.random.epoch_generator(epoch, self.slots.device))
+
     def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
-        if self.clock.tick(len(batch)):
-            self.slots = self._slot_counts(self.random.generator(batch, self.slots.device))
         users, items = self._forward(item_feats, self.slots)
         user = users[batch.users]  # [B, D]
         pos = (user * items[batch.pos_items]).sum(-1)

@@ -40,7 +40,6 @@ from lmmrec.models.losses import bpr_loss
 from lmmrec.models.mm_blocks import check_features, modality_dims
 from lmmrec.models.mm_layers import (
     BatchRandom,
-    EpochClock,
     FeatureTables,
     RowSelection,
     id_embeddings,
@@ -113,7 +112,6 @@ class FREEDOM(Recommender):
             (degree_user[train.row] * degree_item[train.col]) ** -0.5
         ).float()
         self.random = BatchRandom()
-        self._clock = EpochClock(inputs.train.nnz)
         self._pruned: torch.Tensor | None = None
 
     def _frozen_graph(self, inputs: ModelInputs) -> EdgeList:
@@ -152,10 +150,14 @@ class FREEDOM(Recommender):
         check_features(item_feats, self.features.dims, self.name)
         return self._propagate(self.adjacency)
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """MMRec's ``pre_epoch_processing``: a freshly pruned user-item graph per epoch."""
+        self._pruned = self._prune(self.random.epoch_generator(epoch, torch.device("cpu")))
+
     def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
         check_features(item_feats, self.features.dims, self.name)
-        if self._clock.tick(len(batch)) or self._pruned is None:  # MMRec's pre_epoch_processing
-            self._pruned = self._prune(self.random.generator(batch, torch.device("cpu")))
+        if self._pruned is None:  # a loss outside the trainer's epochs
+            self.on_epoch_start(0)
         users, items = self._propagate(self._pruned)
         user = users[batch.users]  # [B, D]
         pos, neg = items[batch.pos_items], items[batch.neg_items]

@@ -47,7 +47,7 @@ from lmmrec.models.knn import (
 )
 from lmmrec.models.losses import bpr_loss, squared_norm_penalty
 from lmmrec.models.mm_blocks import check_features, modality_dims
-from lmmrec.models.mm_layers import EpochClock, FeatureTables, id_embeddings
+from lmmrec.models.mm_layers import FeatureTables, id_embeddings
 from lmmrec.models.ops import normalize_rows
 from lmmrec.models.registry import register
 
@@ -123,7 +123,6 @@ class LATTICE(Recommender):
         initial = {"rows": rows, "cols": cols, "values": values, "modality": modality}
         for name, parts in initial.items():  # edges of every modality, with their modality
             self.register_buffer(f"initial_{name}", torch.cat(parts), persistent=False)
-        self._clock = EpochClock(inputs.train.nnz)
         self._epoch_graph: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _item_graph(self, item_feats: ItemFeatures) -> EdgeList:
@@ -169,10 +168,15 @@ class LATTICE(Recommender):
             item_side = propagate_directed(*graph, item_side)
         return self._propagate(item_side)
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """The epoch's first loss rebuilds the item graph from the current features, with
+        gradients (MMRec's ``build_item_graph`` flag, set here by the trainer)."""
+        self._epoch_graph = None
+
     def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
         check_features(item_feats, self.features.dims, self.name)
         item_side = self.item_embedding
-        if self._clock.tick(len(batch)) or self._epoch_graph is None:
+        if self._epoch_graph is None:
             edges = self._item_graph(item_feats)  # rebuilt, with gradients, once per epoch
             self._epoch_graph = csr_pair(*edges, (self.n_items, self.n_items))
             for _ in range(self.config.n_layers):

@@ -9,9 +9,7 @@ Dimensions: I items, D output size, d_m size of modality m.
 * :class:`ModalityLinear`: one linear map of the concatenated modalities, without materialising
   the concatenation.
 * :class:`BatchRandom`, :func:`dropout`: random numbers that are a function of the model's seed
-  and the batch.
-* :class:`EpochClock`: tells a model that a training epoch starts (the work MMRec does in
-  ``pre_epoch_processing``).
+  and the batch (or the epoch).
 """
 
 from __future__ import annotations
@@ -165,8 +163,16 @@ class BatchRandom:
         digest = hashlib.blake2b(digest_size=8)
         for index in (batch.users, batch.pos_items, batch.neg_items):
             digest.update(index.cpu().numpy().tobytes())
-        seed = (self.seed ^ int.from_bytes(digest.digest(), "little")) % 2**63
-        return torch.Generator(device=device).manual_seed(seed)
+        return self._generator(int.from_bytes(digest.digest(), "little"), device)
+
+    def epoch_generator(self, epoch: int, device: torch.device) -> torch.Generator:
+        """A generator for per-epoch draws (graph pruning, neighbour urns): the same on every
+        process of a data-parallel run, and again after a resume."""
+        digest = hashlib.blake2b(f"epoch {epoch}".encode(), digest_size=8).digest()
+        return self._generator(int.from_bytes(digest, "little"), device)
+
+    def _generator(self, salt: int, device: torch.device) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed((self.seed ^ salt) % 2**63)
 
 
 def dropout(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -176,24 +182,3 @@ def dropout(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tens
         return x
     keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
     return x * keep / (1 - p)
-
-
-class EpochClock:
-    """Counts the training triples a model has seen; :meth:`tick` is true on an epoch's first
-    batch.
-
-    The trainer gives a model every training interaction once per epoch, so an epoch starts every
-    ``epoch_size`` triples. Under data parallelism a process sees ``1 / world_size`` of an epoch,
-    so its clock ticks once every ``world_size`` epochs.
-    """
-
-    def __init__(self, epoch_size: int) -> None:
-        self.epoch_size = max(epoch_size, 1)
-        self.seen = 0
-
-    def tick(self, batch_size: int) -> bool:
-        starts = self.seen == 0
-        self.seen += batch_size
-        if self.seen >= self.epoch_size:
-            self.seen = 0
-        return starts

@@ -3,9 +3,11 @@
 Precedence, lowest first: the defaults written here and in each model's config class -> a YAML
 file (``--config``) -> command-line overrides. Unknown keys are errors at every layer.
 
-Override keys: ``train.lr=0.01`` and ``model.n_layers=2`` address a section explicitly; a bare
-key (``lr=0.01``, ``n_layers=2``) goes to the run settings if it names one, then to the training
-settings, and otherwise to the model's hyper-parameters (which the model's config validates).
+Override keys: ``train.lr=0.01``, ``model.n_layers=2`` and ``encoder.strategy=lora:8`` address a
+section explicitly; a bare key (``lr=0.01``, ``n_layers=2``) goes to the run settings if it names
+one, then to the training settings, and otherwise to the model's hyper-parameters (which the
+model's config validates). Encoder settings are always dotted, so a bare ``lr`` stays the
+recommender's.
 Values are parsed as YAML scalars (``1e-3`` -> float, ``true`` -> bool, ``[5,10]`` -> list).
 """
 
@@ -13,10 +15,17 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lmmrec.errors import ConfigError
 from lmmrec.evaluation.metrics import parse_metric
@@ -77,6 +86,62 @@ class TrainConfig(BaseModel):
             self.ks = sorted({*self.ks, k})
 
 
+Paradigm = Literal["frozen", "finetuned", "end2end"]
+
+
+class EncoderConfig(BaseModel):
+    """The item encoder of an end-to-end run (``paradigm: end2end``; ``docs/paradigms.md``).
+
+    The recommendation loss back-propagates into the parameters ``strategy`` makes trainable;
+    they train in their own optimiser group at ``lr`` / ``weight_decay``, after an optional
+    linear warm-up of ``warmup_epochs``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: str = Field(
+        ..., description="encoder spec (dual:default, clip:/models/clip) or a saved encoder folder"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="build options of the encoder (dual: dim, seed)"
+    )
+    strategy: str = Field(
+        "projection", description="trainable parameters: projection, top:N, lora:R or full"
+    )
+    modalities: list[str] | None = Field(
+        None, description="encoder outputs fed to the recommender (default: image and text)"
+    )
+    lr: float = Field(1e-4, ge=0, description="learning rate of the encoder's parameters")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay of the encoder")
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up of the encoder's lr")
+    chunk_size: int = Field(
+        256, gt=0, description="items per encoder forward; bounds the peak memory of a step"
+    )
+    refresh: str = Field(
+        "epoch",
+        description="when the feature bank re-encodes every item: epoch, step (the authors' "
+        "design: after every step), never, or a number N (every N steps)",
+    )
+    align_weight: float = Field(
+        0.0, ge=0, description="weight of an image-text contrastive loss on the batch's items"
+    )
+    dropout: bool = Field(
+        False, description="run the encoder in training mode (dropout, batch-norm statistics)"
+    )
+    activation_checkpointing: bool = Field(
+        False, description="recompute encoder activations in the backward pass (less memory)"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader workers preprocessing the catalogue")
+
+    @field_validator("refresh")
+    @classmethod
+    def _known_refresh(cls, value: str) -> str:
+        value = str(value).strip().lower()
+        if value in ("epoch", "step", "never") or (value.isdigit() and int(value) > 0):
+            return value
+        raise ValueError(f"refresh must be epoch, step, never or a positive number, got {value!r}")
+
+
 class RunConfig(BaseModel):
     """One training run: which data, which model with which hyper-parameters, how to train."""
 
@@ -85,10 +150,29 @@ class RunConfig(BaseModel):
     dataset: str = Field("demo", description="'demo', a dataset folder, an MMRec folder or a table")
     model: str = Field("bpr", description="registered model name (`lmmrec models`)")
     model_params: dict[str, Any] = Field(default_factory=dict, description="model hyper-parameters")
+    paradigm: Paradigm = Field(
+        "frozen",
+        description="frozen or finetuned (stored features=NAME) or end2end (encoder section)",
+    )
     features: str | None = Field(None, description="feature set name (multi-modal models)")
+    encoder: EncoderConfig | None = Field(None, description="the encoder of an end2end run")
     train: TrainConfig = Field(default_factory=TrainConfig)
     output_dir: str = Field("runs", description="parent folder of run directories")
     name: str | None = Field(None, description="run directory name (default: <dataset>-<model>)")
+
+    @model_validator(mode="after")
+    def _paradigm_sections(self) -> RunConfig:
+        if self.paradigm == "end2end" and self.encoder is None:
+            raise ValueError("paradigm end2end needs an encoder section (encoder.spec=SPEC)")
+        if self.paradigm != "end2end" and self.encoder is not None:
+            raise ValueError(
+                f"the encoder section is used by paradigm end2end only (this run: {self.paradigm}"
+                "); for fine-tuned features run `lmmrec finetune`, `lmmrec encode`, then "
+                "features=NAME"
+            )
+        if self.paradigm == "end2end" and self.features is not None:
+            raise ValueError("paradigm end2end encodes its own features: leave features unset")
+        return self
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -105,6 +189,10 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+# dotted override prefix -> section of the raw run configuration
+SECTIONS = {"train": "train", "model": "model_params", "encoder": "encoder"}
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of the raw config ``data`` with ``key=value`` overrides applied."""
     data = {
@@ -112,7 +200,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         "train": dict(data.get("train") or {}),
         "model_params": dict(data.get("model_params") or {}),
     }
-    run_keys = set(RunConfig.model_fields) - {"train", "model_params"}
+    if data.get("encoder") is not None or any(o.startswith("encoder.") for o in overrides):
+        data["encoder"] = dict(data.get("encoder") or {})
+    run_keys = set(RunConfig.model_fields) - {"train", "model_params", "encoder"}
     train_keys = set(TrainConfig.model_fields)
     for text in overrides:
         path, value = _parse_override(text)
@@ -124,15 +214,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 data["train"][key] = value
             else:
                 data["model_params"][key] = value
-        elif len(path) == 2 and path[0] in ("train", "model"):
-            section = "train" if path[0] == "train" else "model_params"
-            data[section][path[1]] = value
+        elif len(path) == 2 and path[0] in SECTIONS:
+            data[SECTIONS[path[0]]][path[1]] = value
         else:
             raise ConfigError(
                 f"override key {'.'.join(path)!r} is not understood; "
-                "use KEY, train.KEY or model.KEY"
+                "use KEY, train.KEY, model.KEY or encoder.KEY"
             )
     return data
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as ``key: message`` (``message`` alone for whole-config checks)."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {message}" if where else message
 
 
 def build_run_config(data: dict[str, Any], where: str) -> RunConfig:
@@ -140,9 +236,7 @@ def build_run_config(data: dict[str, Any], where: str) -> RunConfig:
     try:
         return RunConfig(**data)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
+        problems = "; ".join(_problem(e) for e in error.errors())
         raise ConfigError(f"{where}: {problems}") from None
 
 

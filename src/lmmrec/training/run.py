@@ -18,13 +18,16 @@ import lmmrec
 from lmmrec.cache import DerivedCache
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.loading import load_dataset
+from lmmrec.encoders.registry import build as build_encoder
 from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.io import read_json, write_json
 from lmmrec.models import registry
 from lmmrec.models.base import ItemFeatures, ModelInputs, Recommender
 from lmmrec.paths import lmmrec_home
-from lmmrec.training.config import RunConfig, build_run_config
 from lmmrec.runtime import seed_everything
+from lmmrec.training.config import RunConfig, build_run_config
+from lmmrec.training.end2end import EndToEnd, ItemEncoding, catalog_inputs
+from lmmrec.training.sources import StepModule, StoredFeatures
 from lmmrec.training.trainer import (
     BEST,
     CHECKPOINT,
@@ -49,14 +52,16 @@ class RunResult:
 
 
 def select_features(dataset: Dataset, config: RunConfig) -> ItemFeatures:
-    """The item feature tensors the run's model receives (empty for models without content)."""
+    """The stored item feature tensors of a frozen or fine-tuned run (empty for models without
+    content)."""
     needs = registry.get(config.model).needs_features
     if config.features is None:
         if needs:
             known = ", ".join(sorted(dataset.features)) or "none"
             raise FeatureError(
                 f"model {config.model!r} needs item features: set features=NAME "
-                f"(dataset {dataset.name!r} has: {known})"
+                f"(dataset {dataset.name!r} has: {known}), or train end-to-end "
+                "(paradigm=end2end encoder.spec=SPEC)"
             )
         return {}
     return dataset.feature_set(config.features).to_tensors()
@@ -80,7 +85,41 @@ def build_model(dataset: Dataset, config: RunConfig, item_feats: ItemFeatures) -
         train_hash=dataset.content_hash(),
         cache=dataset_cache(dataset),
     )
-    return registry.build(config.model, config.model_params, inputs)
+    return registry.build(config.model, _model_params(config), inputs)
+
+
+def _model_params(config: RunConfig) -> dict[str, Any]:
+    """The model's hyper-parameters; end-to-end, per-item residual feature tables default to
+    off (``train_features=false``): the encoder adapts every item's vectors itself, and a free
+    residual per item would learn around it (``docs/paradigms.md``)."""
+    params = dict(config.model_params)
+    fields = registry.get(config.model).config_class.model_fields
+    if config.paradigm == "end2end" and "train_features" in fields:
+        params.setdefault("train_features", False)
+    return params
+
+
+def build_step(dataset: Dataset, config: RunConfig) -> StepModule:
+    """The run's recommender with the source of its item features: stored tensors (frozen,
+    fine-tuned) or the encoder with its feature bank (end-to-end)."""
+    if config.paradigm != "end2end":
+        item_feats = select_features(dataset, config)
+        return StoredFeatures(build_model(dataset, config, item_feats), item_feats)
+    section = config.encoder
+    seed_everything(config.train.seed)
+    encoder = build_encoder(section.spec, **section.options)
+    encoder.apply_strategy(section.strategy)
+    modalities = section.modalities or [m for m in ("image", "text") if m in encoder.output_dims()]
+    encoding = ItemEncoding(
+        encoder,
+        catalog_inputs(encoder, dataset, section.chunk_size, section.num_workers),
+        modalities,
+        section.chunk_size,
+        section.activation_checkpointing,
+    )
+    encoding.cache_towers_if_frozen()
+    initial = encoding.encode_all()
+    return EndToEnd(build_model(dataset, config, initial), encoding, section, initial)
 
 
 def run_directory(config: RunConfig, dataset: Dataset) -> Path:
@@ -100,15 +139,14 @@ def train(
         config: the run; ``config.dataset`` is loaded unless ``dataset`` is given.
         resume: continue an interrupted run with the same configuration from its checkpoint;
             ``False`` starts over (the directory's checkpoints and metrics are replaced).
-        callbacks: observers called after every epoch with the epoch's record.
+        callbacks: observers called after every epoch as ``callback(trainer, record)``.
 
     Raises:
         ConfigError: when the run directory holds a run with a different configuration.
     """
     dataset = load_dataset(config.dataset) if dataset is None else dataset
-    item_feats = select_features(dataset, config)
-    model = build_model(dataset, config, item_feats)
-    resolved = config.model_copy(update={"model_params": model.config.model_dump()})
+    step = build_step(dataset, config)
+    resolved = config.model_copy(update={"model_params": step.recommender.config.model_dump()})
     run_dir = run_directory(resolved, dataset)
     previous = run_dir / CONFIG
     if resume and previous.is_file() and read_json(previous) != resolved.model_dump(mode="json"):
@@ -121,7 +159,7 @@ def train(
             (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(previous, resolved.model_dump(mode="json"))
-    trainer = Trainer(model, dataset, resolved.train, run_dir, item_feats, callbacks)
+    trainer = Trainer(step, dataset, resolved.train, run_dir, callbacks)
     write_json(run_dir / PROVENANCE, _provenance(dataset, trainer))
     return RunResult(run_dir=run_dir, config=resolved, fit=trainer.fit(resume=resume))
 
@@ -133,9 +171,8 @@ def load_run(run_dir: Path) -> tuple[RunConfig, Dataset, Trainer]:
         raise ConfigError(f"{run_dir} is not a run directory: {CONFIG} is missing")
     config = build_run_config(read_json(run_dir / CONFIG), str(run_dir / CONFIG))
     dataset = load_dataset(config.dataset)
-    item_feats = select_features(dataset, config)
-    model = load_best(build_model(dataset, config, item_feats), run_dir)
-    return config, dataset, Trainer(model, dataset, config.train, None, item_feats)
+    step = load_best(build_step(dataset, config), run_dir)
+    return config, dataset, Trainer(step, dataset, config.train, None)
 
 
 def evaluate_run(
@@ -157,4 +194,7 @@ def _provenance(dataset: Dataset, trainer: Trainer) -> dict[str, Any]:
         "precision": trainer.runtime.precision,
         "world_size": trainer.runtime.world_size,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "trainable_parameters": sum(
+            p.numel() for p in trainer.step_module.parameters() if p.requires_grad
+        ),
     }

@@ -1,13 +1,19 @@
-"""The training loop: Adam, BPR triples, early stopping on validation, checkpoints and resume.
+"""The training loop: Adam over a step module's parameter groups, early stopping on validation.
 
-The model computes the loss; the trainer owns the loop, the device and precision (``Runtime``),
-model selection (validation only; test is read at the selected epoch) and everything written to
-the run directory:
+The step module computes the loss (:mod:`lmmrec.training.sources`: stored features for the frozen
+and fine-tuned paradigms, :class:`~lmmrec.training.end2end.EndToEnd` for end-to-end); the trainer
+owns the loop, the device and precision (``Runtime``), model selection (validation only; test is
+ranked once, at the selected epoch, from its weights) and everything written to the run directory:
 
-    checkpoint.pt   last state, for resuming (model, optimiser, scheduler, RNG, history)
-    best.pt         model weights at the best validation epoch
-    metrics.json    best epoch, valid and test metrics there, the per-epoch history
+    checkpoint.pt   last full state for an exact resume (module, optimiser, scheduler, RNG, loop
+                    state), written every ``checkpoint_every_epochs`` epochs and/or
+                    ``checkpoint_every_seconds`` seconds, and at the end
+    best.pt         the step module's weights at the best validation epoch (encoder and bank
+                    included end-to-end); kept in memory and written with each checkpoint
+    metrics.json    best epoch, valid and test metrics there, per-epoch history, time split
     log.txt         one line per epoch
+
+Every file loads without unpickling (:func:`lmmrec.loop.load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,10 +34,21 @@ from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import NegativeSampler
 from lmmrec.errors import TrainingError
 from lmmrec.evaluation.evaluator import Evaluator
-from lmmrec.io import atomic_path, read_json, write_json
-from lmmrec.models.base import ItemFeatures, Recommender
-from lmmrec.training.config import TrainConfig
+from lmmrec.io import read_json, write_json
+from lmmrec.loop import (
+    CheckpointSchedule,
+    EarlyStopping,
+    LoopState,
+    file_log,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+from lmmrec.models.base import Recommender
 from lmmrec.runtime import Runtime, release_freed_memory
+from lmmrec.training.config import TrainConfig
+from lmmrec.training.sources import StepModule, StoredFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +56,16 @@ CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 METRICS = "metrics.json"
 LOG = "log.txt"
+CHECKPOINT_VERSION = 2
 
 
 @dataclass
 class FitResult:
-    """Outcome of :meth:`Trainer.fit`: the selected epoch and its metrics."""
+    """Outcome of :meth:`Trainer.fit`: the selected epoch and its metrics.
+
+    ``seconds`` is the wall time of the epochs (training + validation); ``time`` splits the
+    whole fit into ``train``, ``valid``, ``test`` and ``checkpoint`` seconds.
+    """
 
     best_epoch: int
     valid: dict[str, float]
@@ -52,63 +74,49 @@ class FitResult:
     stopped_by: str  # "early_stopping" or "max_epochs"
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    time: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class _State:
-    epoch: int = 0
-    best_epoch: int = 0
-    best_value: float = -math.inf
-    bad_evaluations: int = 0
-    valid: dict[str, float] = field(default_factory=dict)
-    test: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-EpochCallback = Callable[[dict[str, Any]], None]
+EpochCallback = Callable[["Trainer", dict[str, Any]], None]
 
 
 class Trainer:
-    """Trains ``model`` on ``dataset`` under ``config``.
+    """Trains a recommender on ``dataset`` under ``config``.
 
     Args:
-        model: any registered recommender.
+        step: the step module (:mod:`lmmrec.training.sources`), or a bare recommender, which
+            gets a :class:`StoredFeatures` source with no features (ID-only models).
         dataset: provides the training matrix and the valid/test splits.
-        config: optimisation, early stopping, evaluation and device settings.
+        config: optimisation, early stopping, evaluation, checkpoint and device settings.
         run_dir: where checkpoints, metrics and the log go; ``None`` keeps nothing on disk.
-        item_feats: ``{modality: [I, d]}`` tensors for multi-modal models (moved to the device).
-        callbacks: called after every epoch with that epoch's history record.
+        callbacks: observers called after every epoch as ``callback(trainer, record)``.
     """
 
     def __init__(
         self,
-        model: Recommender,
+        step: StepModule | Recommender,
         dataset: Dataset,
         config: TrainConfig,
         run_dir: Path | None = None,
-        item_feats: ItemFeatures | None = None,
         callbacks: list[EpochCallback] | None = None,
     ) -> None:
         self.config = config
         self.dataset = dataset
         self.runtime = Runtime.resolve(config.device, config.precision)
-        self.model = model.to(self.runtime.device)
-        self.module = self.runtime.wrap(self.model)
-        self.item_feats = {m: t.to(self.runtime.device) for m, t in (item_feats or {}).items()}
+        step = step if isinstance(step, StepModule) else StoredFeatures(step)
+        self.step_module = step.to(self.runtime.device)
+        self.module = self.runtime.wrap(self.step_module)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks or [])
         self.sampler = NegativeSampler(dataset.train)
+        groups = self.step_module.param_groups(config.lr, config.weight_decay)
         # the fused kernel updates all parameters in one pass: ~9x faster steps on CPU for
         # large embedding tables than the default multi-tensor path, same arithmetic
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(),
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            fused=self.runtime.device.type in ("cpu", "cuda"),
+            groups, lr=config.lr, fused=self.runtime.device.type in ("cpu", "cuda")
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda epoch: config.lr_decay ** (epoch / config.lr_decay_step)
+            self.optimizer, [self._lr_factor(g.get("warmup_epochs", 0)) for g in groups]
         )
         evaluator_args = {
             "ks": config.ks,
@@ -120,15 +128,39 @@ class Trainer:
             dataset, "test", mask_valid_at_test=config.mask_valid_at_test, **evaluator_args
         )
         self.rng = np.random.default_rng(config.seed)
-        self.state = _State()
+        self.state = LoopState()
+        self.stopping = EarlyStopping(config.valid_metric, config.patience)
+        self.schedule = CheckpointSchedule(
+            config.checkpoint_every_epochs, config.checkpoint_every_seconds
+        )
+        self._best: dict[str, torch.Tensor] | None = None  # best weights not yet on disk
+        self._time = dict.fromkeys(("train", "valid", "test", "checkpoint"), 0.0)
+
+    @property
+    def model(self) -> Recommender:
+        """The recommender being trained."""
+        return self.step_module.recommender
+
+    def _lr_factor(self, warmup_epochs: int) -> Callable[[int], float]:
+        """Learning-rate factor after ``epoch`` epochs: linear warm-up, then ``lr_decay``."""
+        decay, step = self.config.lr_decay, self.config.lr_decay_step
+
+        def factor(epoch: int) -> float:
+            warm = min(1.0, (epoch + 1) / (warmup_epochs + 1)) if warmup_epochs else 1.0
+            return warm * decay ** (epoch / step)
+
+        return factor
 
     # ----------------------------------------------------------------- evaluation
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's final user and item vectors, computed once, without gradients."""
-        self.model.eval()
+        """The recommender's final user and item vectors ``([U, D], [I, D])``, computed once
+        from the step module's current item features, without gradients."""
+        self.step_module.eval()
+        with torch.no_grad(), self.runtime.autocast():
+            item_feats = self.step_module.item_features()
         with torch.inference_mode(), self.runtime.autocast():
-            users, items = self.model.embed(self.item_feats)
-        self.model.train()
+            users, items = self.model.embed(item_feats)
+        self.step_module.train()
         return users.float(), items.float()
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
@@ -141,7 +173,8 @@ class Trainer:
     # ----------------------------------------------------------------- training
     def train_epoch(self) -> float:
         """One pass over the training interactions; returns the mean loss."""
-        self.model.train()
+        self.step_module.train()
+        self.step_module.on_epoch_start(self.state.epoch)
         total = torch.zeros((), device=self.runtime.device)
         n_batches = self.sampler.n_batches(self.config.batch_size, self.runtime.world_size)
         batches = self.sampler.epoch(
@@ -160,10 +193,12 @@ class Trainer:
         )
         for batch in progress:
             with self.runtime.autocast():
-                loss = self.module(batch, self.item_feats)
+                loss = self.module(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self.state.step += 1
+            self.step_module.on_step_end(self.state.step)
             total += loss.detach()
         release_freed_memory()  # what the steps kept for reuse, before evaluation allocates
         mean = float(total) / max(n_batches, 1)
@@ -178,135 +213,149 @@ class Trainer:
     def fit(self, resume: bool = True) -> FitResult:
         """Train until early stopping or ``config.epochs``; resumes from ``checkpoint.pt`` if any.
 
-        Returns the validation metrics at the best epoch and the test metrics at that epoch.
+        Returns the validation metrics at the best epoch and the test metrics of the weights of
+        that epoch (ranked once, after training).
         """
         if resume:
             self._resume()
-        config = self.config
-        file_log = self._open_log()
+        config, state = self.config, self.state
+        log_path = self.run_dir / LOG if self.run_dir is not None and self.runtime.is_main else None
         epochs = tqdm(
             total=config.epochs,
-            initial=self.state.epoch,
+            initial=state.epoch,
             desc=self.model.name,
             unit="epoch",
             disable=None if self.runtime.is_main else True,
         )
-        try:
-            while self.state.epoch < config.epochs and self.state.bad_evaluations < config.patience:
-                started = time.perf_counter()
-                loss = self.train_epoch()
-                self.state.epoch += 1
-                record: dict[str, Any] = {
-                    "epoch": self.state.epoch,
-                    "loss": loss,
-                    "train_seconds": time.perf_counter() - started,
-                }
-                if self.state.epoch % config.eval_every == 0 or self.state.epoch == config.epochs:
-                    self._validate(record)
-                record["seconds"] = time.perf_counter() - started
-                self.state.seconds += record["seconds"]
-                self.state.history.append(record)
-                self._checkpoint()
-                epochs.update(1)
-                epochs.set_postfix(
-                    loss=f"{loss:.4f}", **{config.valid_metric: f"{self.state.best_value:.4f}"}
-                )
-                logger.info(_format_record(record, config.valid_metric))
-                for callback in self.callbacks:
-                    callback(record)
-        finally:
-            epochs.close()
-            if file_log is not None:
-                logger.removeHandler(file_log)
-                file_log.close()
-        stopped_by = (
-            "early_stopping" if self.state.bad_evaluations >= config.patience else "max_epochs"
-        )
+        with file_log(logger, log_path):
+            try:
+                while state.epoch < config.epochs and not self.stopping.should_stop(state):
+                    record = self._run_epoch()
+                    done = state.epoch >= config.epochs or self.stopping.should_stop(state)
+                    if self.schedule.due(state.epoch, final=done):
+                        self._checkpoint()
+                    epochs.update(1)
+                    epochs.set_postfix(
+                        loss=f"{record['loss']:.4f}",
+                        **{config.valid_metric: f"{state.best_value:.4f}"},
+                    )
+                    logger.info(_format_record(record, config.valid_metric))
+                    for callback in self.callbacks:
+                        callback(self, record)
+            finally:
+                epochs.close()
+            test = self._test_at_best()
+        stopped_by = "early_stopping" if self.stopping.should_stop(state) else "max_epochs"
         result = FitResult(
-            best_epoch=self.state.best_epoch,
-            valid=self.state.valid,
-            test=self.state.test,
-            epochs_run=self.state.epoch,
+            best_epoch=state.best_epoch,
+            valid=state.best_metrics,
+            test=test,
+            epochs_run=state.epoch,
             stopped_by=stopped_by,
-            seconds=self.state.seconds,
-            history=self.state.history,
+            seconds=state.seconds,
+            history=state.history,
+            time=dict(self._time),
         )
         if self.run_dir is not None and self.runtime.is_main:
             write_json(self.run_dir / METRICS, asdict(result))
         return result
 
-    def _validate(self, record: dict[str, Any]) -> None:
-        valid = self.evaluate("valid")
-        value = valid[self.config.valid_metric]
-        record["valid"] = valid
-        if value > self.state.best_value:
-            self.state.best_value = value
-            self.state.best_epoch = self.state.epoch
-            self.state.bad_evaluations = 0
-            self.state.valid = valid
-            self.state.test = self.evaluate("test")
-            record["test"] = self.state.test
-            self._save(self.model.state_dict(), BEST)
-        else:
-            self.state.bad_evaluations += 1
+    def _run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, validate when due; the epoch's history record."""
+        state, config = self.state, self.config
+        started = time.perf_counter()
+        loss = self.train_epoch()
+        state.epoch += 1
+        trained = time.perf_counter()
+        record: dict[str, Any] = {
+            "epoch": state.epoch,
+            "loss": loss,
+            "train_seconds": trained - started,
+        }
+        self._time["train"] += trained - started
+        if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
+            record["valid"] = self.evaluate("valid")
+            if self.stopping.update(state, record["valid"]):
+                self._best = {
+                    k: v.detach().to("cpu", copy=True)
+                    for k, v in self.step_module.state_dict().items()
+                }
+            self._time["valid"] += time.perf_counter() - trained
+        record["seconds"] = time.perf_counter() - started
+        state.seconds += record["seconds"]
+        state.history.append(record)
+        return record
+
+    def _test_at_best(self) -> dict[str, float]:
+        """Load the best epoch's weights and rank the test split once."""
+        if self.state.best_epoch == 0:
+            return {}
+        started = time.perf_counter()
+        best = self._best
+        if best is None and self.run_dir is not None:
+            best = load_checkpoint(self.run_dir / BEST, self.runtime.device)
+        if best is not None:
+            self.step_module.load_state_dict(best)
+        test = self.evaluate("test")
+        self._time["test"] += time.perf_counter() - started
+        return test
 
     # ----------------------------------------------------------------- persistence
-    def _save(self, obj: Any, name: str) -> None:
+    def _checkpoint(self) -> None:
         if self.run_dir is None or not self.runtime.is_main:
             return
-        with atomic_path(self.run_dir / name) as tmp:
-            torch.save(obj, tmp)
-
-    def _checkpoint(self) -> None:
-        self._save(
+        started = time.perf_counter()
+        if self._best is not None:
+            save_checkpoint(self.run_dir / BEST, self._best)
+            self._best = None
+        save_checkpoint(
+            self.run_dir / CHECKPOINT,
             {
-                "model": self.model.state_dict(),
+                "version": CHECKPOINT_VERSION,
+                "module": self.step_module.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "state": asdict(self.state),
-                "numpy_rng": self.rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
+                "state": self.state.to_dict(),
+                "rng": rng_states(self.rng),
             },
-            CHECKPOINT,
         )
+        self._time["checkpoint"] += time.perf_counter() - started
 
     def _resume(self) -> None:
         path = None if self.run_dir is None else self.run_dir / CHECKPOINT
         if path is None or not path.is_file():
             return
-        try:
-            saved = torch.load(path, map_location=self.runtime.device, weights_only=False)
-            self.model.load_state_dict(saved["model"])
-        except (RuntimeError, KeyError, EOFError) as error:
+        saved = load_checkpoint(path, self.runtime.device)
+        if saved.get("version") != CHECKPOINT_VERSION:
             raise TrainingError(
-                f"{path} cannot be resumed ({error}); delete the run directory or train with a "
-                "new name"
+                f"{path} was written by another version of lmmrec; train again with --no-resume"
+            )
+        try:
+            self.step_module.load_state_dict(saved["module"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            reason = str(error).splitlines()[0]
+            raise TrainingError(
+                f"{path} does not fit this run ({reason}); train again with --no-resume"
             ) from None
-        self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        self.state = _State(**saved["state"])
-        self.rng.bit_generator.state = saved["numpy_rng"]
-        torch.set_rng_state(saved["torch_rng"])
+        self.state = LoopState.from_dict(saved["state"])
+        restore_rng_states(self.rng, saved["rng"])
         logger.info("resumed from %s at epoch %d", path, self.state.epoch)
 
-    def _open_log(self) -> logging.Handler | None:
-        if self.run_dir is None or not self.runtime.is_main:
-            return None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(self.run_dir / LOG)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        return handler
 
-
-def load_best(model: Recommender, run_dir: Path) -> Recommender:
-    """Load the best-epoch weights saved in ``run_dir`` into ``model``."""
+def load_best(step: StepModule, run_dir: Path) -> StepModule:
+    """Load the best-epoch weights saved in ``run_dir`` into ``step``."""
     path = Path(run_dir) / BEST
     if not path.is_file():
         raise TrainingError(f"{path} does not exist: the run has not finished a validation yet")
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model
+    try:
+        step.load_state_dict(load_checkpoint(path))
+    except RuntimeError as error:
+        raise TrainingError(
+            f"{path} does not fit the run's model ({str(error).splitlines()[0]}); train again"
+        ) from None
+    return step
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
@@ -320,6 +369,4 @@ def _format_record(record: dict[str, Any], metric: str) -> str:
     text = f"epoch {record['epoch']}: loss {record['loss']:.5f} ({record['train_seconds']:.2f} s)"
     if "valid" in record:
         text += f", valid {metric} {record['valid'][metric]:.4f}"
-    if "test" in record:
-        text += f", test {metric} {record['test'][metric]:.4f}"
     return text

@@ -1,0 +1,336 @@
+"""End-to-end training: the recommendation loss back-propagates into the item encoder.
+
+The paper's third paradigm (Yi et al., arXiv 2310.20343, §3.3: the encoder "trained end-to-end
+with the recommendation loss"). The authors' released code re-encodes the whole catalogue with
+CLIP under ``no_grad`` and detaches the features, so no gradient reaches their encoder; here it
+does, at a cost that follows the batch rather than the catalogue, the way MicroLens, PixelRec and
+IDvs.MoRec train their encoders (encode only the batch's items, a separate optimiser group):
+
+* :class:`ItemEncoding`: the encoder and every item's preprocessed inputs (prepared once); it
+  encodes a set of items with gradients, in chunks of ``chunk_size`` items that bound the peak
+  memory (optionally recomputed in the backward pass: activation checkpointing), or every item
+  without gradients. When only projection heads train (strategy ``projection``) and the encoder
+  separates towers from heads, the tower vectors are computed once and only the heads run in a
+  step.
+* :class:`FeatureBank`: every item's latest encoder outputs ``[I, d_m]``, detached; a step's view
+  replaces the rows of the batch's items with fresh outputs that carry gradients, so graph models
+  that read every item's features (LATTICE, FREEDOM, BM3 ...) need no special case. It is
+  refreshed on a schedule: every epoch (default), every N steps, after every step (the authors'
+  design, gradients aside), or never.
+* :class:`EndToEnd`: the step module: encoder + bank + recommender. ``forward(batch)`` is the loss,
+  so DDP wraps all of it; it hands the optimiser two parameter groups (encoder, recommender).
+
+Dimensions: I items, n distinct items of a step, d_m output size of modality m.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from lmmrec.data.dataset import Dataset
+from lmmrec.data.sampling import Batch
+from lmmrec.encoders.base import INPUT_MODALITIES, ItemEncoder
+from lmmrec.encoders.features import CatalogBatches
+from lmmrec.encoders.preprocessing import IMAGE_KEYS, ItemBatch
+from lmmrec.errors import ConfigError, FeatureError
+from lmmrec.models.base import ItemFeatures, Recommender
+from lmmrec.training.config import EncoderConfig
+from lmmrec.training.sources import StepModule
+
+logger = logging.getLogger(__name__)
+
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@runtime_checkable
+class HeadedEncoder(Protocol):
+    """An encoder whose outputs are projection heads over tower vectors (``dual``)."""
+
+    def towers(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def project(
+        self, towers: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]: ...
+
+
+def catalog_inputs(
+    encoder: ItemEncoder, dataset: Dataset, batch_size: int = 256, num_workers: int = 0
+) -> dict[str, torch.Tensor]:
+    """Every item's preprocessed encoder inputs, ``{key: [I, ...]}`` in item order.
+
+    Texts are tokenised in one call (one padding length for the catalogue); images are decoded
+    and transformed in ``batch_size`` batches by ``num_workers`` DataLoader workers.
+
+    Raises:
+        FeatureError: the dataset has no item catalogue.
+    """
+    if dataset.catalog is None:
+        raise FeatureError(
+            f"dataset {dataset.name!r} has no item catalogue (texts, images), so no encoder can "
+            "read its items; attach one (`lmmrec data attach-items`) or train on stored features"
+        )
+    catalog, preprocessor = dataset.catalog, encoder.preprocessor
+    inputs: dict[str, torch.Tensor] = {}
+    if preprocessor.text is not None:
+        inputs |= preprocessor(ItemBatch(texts=list(catalog.texts)))
+    if preprocessor.image is not None:
+        batches = CatalogBatches(catalog, preprocessor, ("image",), 0, batch_size)
+        loader = DataLoader(batches, batch_size=None, num_workers=num_workers)
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in IMAGE_KEYS}
+        for _, batch in tqdm(loader, desc="preprocess images", unit="batch", disable=None):
+            for key in IMAGE_KEYS:
+                parts[key].append(batch[key])
+        inputs |= {k: torch.cat(v) for k, v in parts.items()}
+    return inputs
+
+
+def _rows(inputs: dict[str, torch.Tensor], items: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The inputs of ``items``, token sequences cut to the longest text among them."""
+    rows = {k: v[items] for k, v in inputs.items()}
+    if "attention_mask" in rows:
+        length = max(int(rows["attention_mask"].sum(1).max()), 1)
+        for key in SEQUENCE_KEYS:
+            if key in rows:
+                rows[key] = rows[key][:, :length]
+    return rows
+
+
+class ItemEncoding(nn.Module):
+    """An encoder over a fixed catalogue: items (indices) in, ``{modality: [n, d_m]}`` out.
+
+    Outputs of ``image`` / ``text`` are zero for items lacking that input (the ``zeros`` policy
+    of stored feature sets), ``fused`` as the encoder makes it.
+
+    Args:
+        encoder: the item encoder, its strategy already applied.
+        inputs: :func:`catalog_inputs` of the catalogue.
+        modalities: the outputs to produce.
+        chunk_size: items per encoder forward.
+        activation_checkpointing: recompute each chunk's activations in the backward pass.
+    """
+
+    def __init__(
+        self,
+        encoder: ItemEncoder,
+        inputs: dict[str, torch.Tensor],
+        modalities: list[str],
+        chunk_size: int,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(modalities) - set(encoder.output_dims()))
+        if unknown:
+            raise ConfigError(
+                f"encoder.modalities: {encoder.spec!r} makes no {unknown} vectors; it makes "
+                f"{', '.join(encoder.output_dims())}"
+            )
+        self.encoder = encoder
+        self.modalities = list(modalities)
+        self.chunk_size = chunk_size
+        self.activation_checkpointing = activation_checkpointing
+        self.inputs = nn.Module()
+        self.input_keys = list(inputs)
+        for key, tensor in inputs.items():
+            self.inputs.register_buffer(key, tensor, persistent=False)
+        self.tower_cache: nn.Module | None = None
+
+    def _input_rows(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        return _rows({k: getattr(self.inputs, k) for k in self.input_keys}, items)
+
+    def cache_towers_if_frozen(self) -> bool:
+        """Compute the tower vectors of every item once when only the heads train; returns
+        whether the cache is in use."""
+        heads = {id(p) for m in self.encoder.layout().projections for p in m.parameters()}
+        trainable = [p for p in self.encoder.parameters() if p.requires_grad]
+        if not isinstance(self.encoder, HeadedEncoder) or any(
+            id(p) not in heads for p in trainable
+        ):
+            self.tower_cache = None
+            return False
+        cache = nn.Module()
+        device = next(iter(self.inputs.buffers())).device
+        with torch.no_grad():
+            parts = [
+                self.encoder.towers(self._input_rows(chunk))
+                for chunk in torch.arange(self._n_items(), device=device).split(self.chunk_size)
+            ]
+        for modality in parts[0]:
+            tensor = torch.cat([p[modality] for p in parts]).float()
+            cache.register_buffer(modality, tensor, persistent=False)
+        self.tower_cache = cache
+        return True
+
+    def _n_items(self) -> int:
+        return int(getattr(self.inputs, self.input_keys[0]).shape[0])
+
+    def _encode_chunk(self, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rows = self._input_rows(items)
+        if self.tower_cache is not None:
+            towers = {m: t[items] for m, t in self.tower_cache.named_buffers()}
+            out = self.encoder.project(towers, rows)
+        else:
+            out = self.encoder(rows)
+        for modality in INPUT_MODALITIES:
+            if modality in out and f"{modality}_present" in rows:
+                present = rows[f"{modality}_present"].to(out[modality].dtype)
+                out[modality] = out[modality] * present[:, None]
+        return tuple(out[m] for m in self.modalities)
+
+    def forward(self, items: torch.Tensor) -> ItemFeatures:
+        """``items`` ``[n]`` -> ``{modality: [n, d_m]}`` with gradients, chunk by chunk."""
+        chunks = []
+        for part in items.split(self.chunk_size):
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                chunks.append(checkpoint(self._encode_chunk, part, use_reentrant=False))
+            else:
+                chunks.append(self._encode_chunk(part))
+        return {m: torch.cat([c[i] for c in chunks]) for i, m in enumerate(self.modalities)}
+
+    def encode_all(self) -> ItemFeatures:
+        """Every item's outputs ``{modality: [I, d_m]}`` in float32, without gradients, with
+        the encoder in eval mode."""
+        was_training = self.encoder.training
+        self.encoder.eval()
+        device = next(iter(self.inputs.buffers())).device
+        try:
+            with torch.no_grad():
+                feats = self(torch.arange(self._n_items(), device=device))
+        finally:
+            self.encoder.train(was_training)
+        return {m: t.float() for m, t in feats.items()}
+
+
+class FeatureBank(nn.Module):
+    """Every item's latest encoder outputs ``{modality: [I, d_m]}``, detached (DESIGN.md).
+
+    The tables are persistent buffers: checkpoints and ``best.pt`` hold them, so a resumed run
+    starts from the bank it had.
+    """
+
+    def __init__(self, initial: ItemFeatures) -> None:
+        super().__init__()
+        self.modalities = list(initial)
+        for modality, tensor in initial.items():
+            self.register_buffer(modality, tensor.detach().float().clone())
+
+    def tables(self) -> ItemFeatures:
+        return {m: getattr(self, m) for m in self.modalities}
+
+    def write(self, feats: ItemFeatures) -> None:
+        """Replace every row with ``feats`` (``{modality: [I, d_m]}``)."""
+        for modality in self.modalities:
+            getattr(self, modality).copy_(feats[modality])
+
+    def view(self, items: torch.Tensor, fresh: ItemFeatures) -> ItemFeatures:
+        """The bank with the rows of ``items`` ``[n]`` replaced by ``fresh`` ``{m: [n, d_m]}``:
+        ``[I, d_m]`` tensors whose gradient reaches ``fresh`` only (out of place; the bank
+        itself is unchanged)."""
+        return {
+            m: table.index_put((items,), fresh[m].to(table.dtype))
+            for m, table in self.tables().items()
+        }
+
+
+def _refresh_interval(refresh: str) -> int:
+    """``step`` -> 1, ``"N"`` -> N, ``epoch`` / ``never`` -> 0 (handled apart)."""
+    if refresh == "step":
+        return 1
+    return int(refresh) if refresh.isdigit() else 0
+
+
+class EndToEnd(StepModule):
+    """Encoder + feature bank + recommender; ``forward(batch)`` is the recommendation loss.
+
+    Each step encodes the batch's distinct items once (positives and negatives, ``n <= 2B``),
+    writes them into the bank's view, and gives the view to the recommender: gradients reach the
+    encoder's trainable parameters through the batch's rows.
+
+    Args:
+        recommender: the model, built on the bank's initial features.
+        encoding: the encoder over the catalogue.
+        config: the run's encoder section (learning rate, refresh schedule, ...).
+        initial: every item's features at the start (``encoding.encode_all()`` if ``None``).
+    """
+
+    def __init__(
+        self,
+        recommender: Recommender,
+        encoding: ItemEncoding,
+        config: EncoderConfig,
+        initial: ItemFeatures | None = None,
+    ) -> None:
+        super().__init__()
+        self.recommender = recommender
+        self.encoding = encoding
+        self.config = config
+        self.bank = FeatureBank(initial if initial is not None else encoding.encode_all())
+        self.every_steps = _refresh_interval(config.refresh)
+        self.stale = True  # whether the encoder changed since the bank was last written
+
+    @property
+    def encoder(self) -> ItemEncoder:
+        return self.encoding.encoder
+
+    def train(self, mode: bool = True) -> EndToEnd:
+        super().train(mode)
+        if not self.config.dropout:
+            self.encoder.eval()  # outputs on an item do not depend on the batch
+        return self
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        items = torch.unique(torch.cat([batch.pos_items, batch.neg_items]))  # [n]
+        fresh = self.encoding(items)  # {m: [n, d_m]}, with gradients
+        return self.recommender.loss(batch, self.bank.view(items, fresh))
+
+    def item_features(self) -> ItemFeatures:
+        """Every item encoded now (no gradients); the bank takes them unless it never
+        refreshes."""
+        feats = self.encoding.encode_all()
+        if self.config.refresh != "never":
+            self.refresh(feats)
+        return feats
+
+    def refresh(self, feats: ItemFeatures | None = None) -> None:
+        """Re-encode every item into the bank (or write ``feats``, already encoded)."""
+        self.bank.write(feats if feats is not None else self.encoding.encode_all())
+        self.stale = False
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """The recommender's group (``lr``, ``weight_decay``) and the encoder's trainable
+        parameters' (the encoder section's ``lr``, ``weight_decay``, ``warmup_epochs``)."""
+        groups = super().param_groups(lr, weight_decay)
+        encoder_params = [p for p in self.encoder.parameters() if p.requires_grad]
+        if encoder_params:
+            groups.append(
+                {
+                    "params": encoder_params,
+                    "lr": self.config.lr,
+                    "weight_decay": self.config.weight_decay,
+                    "warmup_epochs": self.config.warmup_epochs,
+                }
+            )
+        return groups
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.config.refresh == "epoch" and self.stale:
+            self.refresh()
+        super().on_epoch_start(epoch)  # the recommender's hook reads the refreshed bank
+
+    def on_step_end(self, step: int) -> None:
+        self.stale = self.stale or any(p.requires_grad for p in self.encoder.parameters())
+        if self.every_steps and step % self.every_steps == 0:
+            self.refresh()
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.stale = True  # re-encode at the next epoch: the same values, recomputed
+        if self.encoding.tower_cache is not None:
+            self.encoding.cache_towers_if_frozen()
+        return result
