@@ -6,9 +6,13 @@ turns errors and warnings into single lines.
 
 from __future__ import annotations
 
+import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 HEADER = "userID\titemID\tx_label"
 ROWS = ["0\t0\t0", "0\t1\t0", "0\t2\t1", "0\t3\t2", "1\t1\t0", "1\t2\t0", "1\t0\t1", "1\t3\t2"]
@@ -62,3 +66,50 @@ def test_a_warning_is_one_line_without_the_source_location(tmp_path: Path) -> No
     assert line.startswith("warning: ") and "dropped 1 valid/test interactions" in line
     assert ".py:" not in line and "UserWarning" not in line
     assert "users" in completed.stdout
+
+
+class _Payload:
+    """Unpickling this runs a shell command that writes a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickled_payload_in_a_dataset_cache_is_one_line_and_never_runs(tmp_path: Path) -> None:
+    # 10 users x 10 of 30 items (8 train, 1 valid, 1 test each): enough items for K=20
+    rows = [f"{u}\t{(3 * u + j) % 30}\t{max(0, j - 7)}" for u in range(10) for j in range(10)]
+    folder = _mmrec_folder(tmp_path / "shop", rows)
+    rng = np.random.default_rng(0)
+    np.save(folder / "image_feat.npy", rng.normal(size=(30, 6)).astype(np.float32))
+    np.save(folder / "text_feat.npy", rng.normal(size=(30, 5)).astype(np.float32))
+    train = ["train", "--dataset", str(folder), "--model", "dualgnn", "--no-resume"]
+    train += ["features=mmrec", "epochs=1", "ks=[10,20]", f"output_dir={tmp_path / 'runs'}"]
+    first = _lmmrec(*train)
+    assert first.returncode == 0, first.stderr
+    (cached,) = (folder / "cache").glob("user-cooccurrence-*.pt")
+    marker = tmp_path / "pwned"
+    with open(cached, "wb") as handle:  # a shared dataset folder with code in its cache
+        pickle.dump(_Payload(marker), handle)
+    again = _lmmrec(*train)
+    assert again.returncode == 0, again.stderr
+    assert not marker.exists()
+    lines = _stderr_lines(again)
+    assert [line for line in lines if "cache" in line] == [
+        f"cache file {cached} not used (refused: not a file of plain tensors (damaged, or a "
+        "pickle of other objects)); rebuilding it"
+    ]
+
+
+def test_attach_items_that_match_nothing_is_one_error_line(tmp_path: Path) -> None:
+    folder = _mmrec_folder(tmp_path / "shop", ROWS)
+    (folder / "i_id_mapping.csv").write_text("asin\titemID\nB0\t0\nB1\t1\nB2\t2\nB3\t3\n")
+    meta = tmp_path / "meta_Other.json"
+    meta.write_text("{'asin': 'Q1', 'title': 'x'}\n")
+    completed = _lmmrec("data", "attach-items", str(folder), "--items", str(meta))
+    assert completed.returncode == 1
+    (line,) = _stderr_lines(completed)
+    assert line.startswith(f"error: {meta}: none of the 4 items of {folder}")
+    assert "its ids look like Q1" in line
