@@ -11,12 +11,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 
 from lmmrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 
 @contextlib.contextmanager
@@ -57,6 +59,8 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
         ConfigError: the file is missing or not UTF-8, or its YAML is malformed; the message is
             one line, ``FILE:LINE:COL: not valid YAML (problem); fix ...``, as compilers print.
     """
+    import yaml  # here: every layer imports this module, few read YAML
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist or is not a file; check the path")
@@ -74,6 +78,8 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
 
 def yaml_error_line(path: str | os.PathLike[str], error: yaml.YAMLError) -> str:
     """One line for a PyYAML error: where (line and column, 1-based), what, and a fix."""
+    import yaml
+
     mark = getattr(error, "problem_mark", None)
     problem = " ".join(str(getattr(error, "problem", None) or error).split())
     if isinstance(error, yaml.reader.ReaderError):

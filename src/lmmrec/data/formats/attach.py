@@ -36,7 +36,6 @@ import pyarrow.parquet as pq
 
 from lmmrec.data.catalog import ItemCatalog
 from lmmrec.data.dataset import Dataset
-from lmmrec.data.formats.amazon import DEFAULT_TEXT_FIELDS, read_item_metadata
 from lmmrec.data.formats.common import TABLE_SUFFIXES, check_table_suffix, read_columns
 from lmmrec.data.formats.mmrec import (
     FEATURE_FILES,
@@ -49,7 +48,6 @@ from lmmrec.data.formats.mmrec import (
     read_mmrec,
 )
 from lmmrec.data.formats.table import id_strings
-from lmmrec.data.images import STORE, URLS_FILE, write_image_urls
 from lmmrec.errors import DataError, FeatureError
 from lmmrec.io import hash_file, read_json
 
@@ -159,6 +157,10 @@ def attach_items(
         DataError: the folder or the source is unreadable, a named column is missing, ids repeat
             in a table, or no item of the folder is found in the source.
     """
+    # imported here: load_dataset imports this module, and should not pay for httpx
+    from lmmrec.data.formats.amazon import DEFAULT_TEXT_FIELDS, read_item_metadata
+    from lmmrec.data.images import write_image_urls
+
     folder, items = Path(folder), Path(items)
     dataset = read_mmrec(folder, name)
     item_ids = dataset.item_ids
@@ -363,6 +365,8 @@ def _keep_downloaded(
 
 def _previous_images(folder: Path) -> dict[str, tuple[str, str | None]]:
     """raw id -> (stored image reference, its URL) of the folder's current catalog."""
+    from lmmrec.data.images import STORE, URLS_FILE
+
     items_path, urls_path = folder / "items.parquet", folder / URLS_FILE
     if not items_path.is_file() or not urls_path.is_file():
         return {}
