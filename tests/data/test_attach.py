@@ -242,6 +242,11 @@ def test_a_changed_inter_file_is_refused_until_attached_again(mmrec: Path, tmp_p
         load_dataset(mmrec)
     attach_items(mmrec, items, text_columns=["title"])
     assert load_dataset(mmrec).test[0, 4] == 1
+    meta = json.loads((mmrec / "dataset.json").read_text())
+    meta["info"]["mmrec_files"] = 7
+    (mmrec / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="info.mmrec_files must map the .inter file"):
+        load_dataset(mmrec)
 
 
 def test_errors_name_the_file_and_the_fix(mmrec: Path, tmp_path: Path) -> None:

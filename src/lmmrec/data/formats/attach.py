@@ -162,6 +162,7 @@ def attach_items(
     from lmmrec.data.images import write_image_urls
 
     folder, items = Path(folder), Path(items)
+    hashes = _mmrec_file_hashes(folder, find_inter_file(folder, name))  # before reading them
     dataset = read_mmrec(folder, name)
     item_ids = dataset.item_ids
     if items.suffix.lower() in TABLE_SUFFIXES:
@@ -208,12 +209,13 @@ def attach_items(
     dataset.info = {
         **dataset.info,
         "content": report.summary(),
-        MMREC_FILES: _mmrec_file_hashes(folder, find_inter_file(folder, name)),
+        MMREC_FILES: hashes,
     }
     mmrec_features = dataset.features.pop(FEATURE_SET, None)  # the .npy files stay the only copy
-    # URLs first: a crash before the save leaves the previous catalog, and a rerun completes it
-    write_image_urls(folder, item_ids, content.urls)
     dataset.save(folder)
+    # the URLs after the catalog: if interrupted between the two, the catalog refers only to
+    # images whose URL is unchanged, so a rerun (which compares with these URLs) stays right
+    write_image_urls(folder, item_ids, content.urls)
     if mmrec_features is not None:
         dataset.features[FEATURE_SET] = mmrec_features
     return report
@@ -238,8 +240,15 @@ def load_attached_mmrec(folder: Path) -> Dataset:
     """
     folder = Path(folder)
     info = read_json(folder / "dataset.json").get("info") or {}
-    recorded: dict[str, str] = info[MMREC_FILES]
-    inter = next(n for n in recorded if n.endswith(".inter"))
+    recorded = info[MMREC_FILES]
+    inters = [n for n in recorded if n.endswith(".inter")] if isinstance(recorded, dict) else []
+    inter = inters[0] if inters else None
+    if inter is None:
+        raise DataError(
+            f"{folder / 'dataset.json'}: info.{MMREC_FILES} must map the .inter file and id maps "
+            f"to their hashes, found {recorded!r}; attach the item content again (lmmrec data "
+            "attach-items), or delete dataset.json to read the folder as plain MMRec"
+        )
     current = _mmrec_file_hashes(folder, folder / inter)
     changed = sorted(set(recorded.items()) ^ set(current.items()))
     if changed:
