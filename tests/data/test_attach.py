@@ -245,7 +245,7 @@ def test_a_changed_inter_file_is_refused_until_attached_again(mmrec: Path, tmp_p
     meta = json.loads((mmrec / "dataset.json").read_text())
     meta["info"]["mmrec_files"] = 7
     (mmrec / "dataset.json").write_text(json.dumps(meta))
-    with pytest.raises(DataError, match="info.mmrec_files must map the .inter file"):
+    with pytest.raises(DataError, match=r"info\.mmrec_files must map the \.inter file"):
         load_dataset(mmrec)
 
 
