@@ -504,7 +504,9 @@ def run_experiment(
                 display.finished_run(run.cell.label(), status, experiment.spec.select, value)
                 write_results(output, results_frame(records.values()))
 
-            if backend == "local":
+            if not todo:
+                pass
+            elif backend == "local":
                 _run_local(todo, inputs, per_run, display, finished, experiment.spec.select)
             else:
                 _run_ray(todo, per_run, address, display, finished)

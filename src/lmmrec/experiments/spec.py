@@ -82,14 +82,16 @@ class ModelEntry(DatasetOverride):
 
 
 class EncoderEntry(_Section):
-    """Where the item vectors of a cell come from.
+    """Where the item vectors of a cell come from, per paradigm.
 
-    ``features`` names a stored feature set of the dataset (frozen cells; ``extract`` is the
-    encoder spec that makes it when the dataset lacks it). ``encoder`` is the run configuration's
-    encoder section (fine-tuned and end-to-end cells). ``frozen``/``finetuned``/``end2end`` hold
-    run-configuration keys for that paradigm alone (for example a fine-tuned feature set).
-    An encoder offers a paradigm when it has a section for it, ``frozen`` when it has
-    ``features``, and ``finetuned``/``end2end`` when it has ``encoder``.
+    * ``frozen``: the stored feature set ``features`` (``extract``: the encoder spec that makes it
+      when the dataset lacks it, e.g. ``pair:default``);
+    * ``finetuned``: the stored feature set of the fine-tuned encoder, ``finetuned: {features:
+      NAME}`` (made by ``lmmrec finetune`` then ``lmmrec encode``);
+    * ``end2end``: ``encoder``, the run configuration's encoder section (spec, strategy, lr ...).
+
+    ``frozen``/``finetuned``/``end2end`` may hold any further run-configuration keys for that
+    paradigm. An encoder offers the paradigms it has what they need for.
     """
 
     features: str | None = None
@@ -102,17 +104,18 @@ class EncoderEntry(_Section):
     def offers(self, paradigm: str) -> bool:
         if getattr(self, paradigm) is not None:
             return True
-        return self.features is not None if paradigm == "frozen" else self.encoder is not None
+        if paradigm == "frozen":
+            return self.features is not None
+        return paradigm == "end2end" and self.encoder is not None
 
     def fragment(self, paradigm: str) -> dict[str, Any]:
         """The run-configuration keys this encoder sets in a ``paradigm`` cell."""
-        section = getattr(self, paradigm)
         base: dict[str, Any] = {}
-        if paradigm == "frozen" or section is not None:
-            base = {"features": self.features} if self.features else {}
-        if paradigm != "frozen" and self.encoder is not None:
+        if paradigm == "frozen" and self.features:
+            base["features"] = self.features
+        if paradigm == "end2end" and self.encoder is not None:
             base["encoder"] = dict(self.encoder)
-        return _deep_merge(base, section or {})
+        return _deep_merge(base, getattr(self, paradigm) or {})
 
 
 class Baseline(_Section):
@@ -155,7 +158,10 @@ class ExperimentSpec(_Section):
     def _metric_names(cls, value: Any) -> Any:
         names = value if isinstance(value, list) else [value]
         for name in names:
-            parse_metric(name)
+            try:
+                parse_metric(name)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
         return [n.lower() for n in value] if isinstance(value, list) else value.lower()
 
     @field_validator("seeds")
@@ -511,7 +517,8 @@ def _content_cells(
     if not pairs:
         raise ConfigError(
             f"{where}: models.{model}: no encoder offers any of the paradigms {paradigms} "
-            "(frozen needs features:, finetuned/end2end need encoder: or their own section)"
+            "(frozen needs features:, finetuned a finetuned: {features: NAME} section, "
+            "end2end an encoder: section)"
         )
     return pairs
 
@@ -542,10 +549,10 @@ def _grid_target(
     elif key.startswith(MODEL_PREFIX):
         name, section, known = key[len(MODEL_PREFIX) :], "model", model_keys
     elif key in train_keys:
-        return "train", key
+        name, section, known = key, "train", train_keys
     else:
         name, section, known = key, "model", model_keys
-    if name == "seed":
+    if section == "train" and name == "seed":
         raise ConfigError(f"{where}: {loc}.{key}: seeds are set by seeds: [..], not by the grid")
     if name not in known:
         known_all = model_keys + [TRAIN_PREFIX + k for k in train_keys]

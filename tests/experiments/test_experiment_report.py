@@ -1,0 +1,120 @@
+"""Reports from a tiny experiment: tables, significance marks, plots embedded in the HTML."""
+
+from __future__ import annotations
+
+import base64
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from experiment_helpers import tiny_spec
+
+from lmmrec.experiments import load_experiment, run_experiment
+from lmmrec.experiments.report import TEST_USERS, build_report, to_latex, write_report
+
+pytest.importorskip("matplotlib")
+METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables, self.images, self.external, self.strong = 0, [], [], 0
+        self.cells: list[str] = []
+        self._in_cell = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        self.tables += tag == "table"
+        self.strong += tag == "strong"
+        self._in_cell = tag in ("td", "th") or (self._in_cell and tag in ("strong", "sup"))
+        if tag == "img":
+            self.images.append(values.get("src") or "")
+        for key in ("href", "src"):
+            if (values.get(key) or "").startswith(("http:", "https:", "//")):
+                self.external.append(values[key])
+        if tag in ("script", "link"):
+            self.external.append(tag)
+
+    def handle_data(self, data: str) -> None:
+        if self._in_cell:
+            self.cells.append(data)
+
+
+def _planted_per_user(results: pd.DataFrame) -> None:
+    """test_users.npz for runs whose trainer does not write it yet: VBPR far above BPR."""
+    rng = np.random.default_rng(0)
+    for row in results.itertuples():
+        path = Path(row.run_dir) / TEST_USERS
+        if path.is_file():
+            continue
+        level = 0.2 if row.model == "bpr" else 0.6
+        values = {m: np.clip(rng.normal(level, 0.1, 60), 0, 1) for m in METRICS}
+        np.savez(path, users=np.arange(60, dtype=np.int64), **values)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_source: str, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    out = tmp_path_factory.mktemp("experiment")
+    spec = tiny_spec(tiny_source, out, description="A tiny report test.")
+    result = run_experiment(spec, progress=False)
+    assert result.counts()["done"] == 8
+    _planted_per_user(result.results)
+    return load_experiment(spec), out
+
+
+def test_report_tables_select_on_validation_and_mark_the_best(finished: tuple) -> None:
+    experiment, _ = finished
+    report = build_report(experiment, plots=False)
+    (table,) = report.tables
+    assert list(table.rows["model"]) == ["bpr", "vbpr"]
+    assert table.baseline == 0  # the first model without content
+    for row in table.rows.itertuples():
+        assert row.seeds == 2 and row.points == 2
+    # paired tests: one comparison (vbpr vs bpr) per metric, Holm over the 4
+    c = table.comparisons
+    assert len(c) == 4 and (c["n"] == 60).all()
+    assert (c["t.holm"] >= c["t.p"]).all() and (c["t.holm"] < 0.05).all()
+    assert (c["w.holm"] < 0.05).all()
+
+
+def test_report_files_html_is_self_contained(finished: tuple, tmp_path: Path) -> None:
+    experiment, _ = finished
+    report = build_report(experiment)
+    paths = write_report(report, tmp_path / "report")
+    page = _Page()
+    page.feed(paths["html"].read_text())
+    assert page.tables >= 2  # results + significance
+    assert not page.external
+    assert len(page.images) == 3  # bars, validation curves, training time
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.strong >= 4  # the best value of each metric column
+    assert "†‡" in "".join(page.cells)  # significance marks on the table
+    markdown = paths["md"].read_text()
+    assert "| model | encoder | paradigm | R@10 | R@20 | N@10 | N@20 |" in markdown
+    assert "**" in markdown and "baseline" in markdown and "A tiny report test." in markdown
+    assert (tmp_path / "report" / "figures" / "time.png").is_file()
+    latex = paths["tex"].read_text()
+    assert "\\toprule" in latex and "\\textbf{" in latex and "$\\pm$" in latex
+    assert "^{\\dagger\\ddagger}" in latex
+
+
+def test_report_without_per_user_metrics_says_so(finished: tuple, tmp_path: Path) -> None:
+    experiment, out = finished
+    results = pd.read_parquet(out / "results.parquet")
+    hidden = []
+    for run_dir in results["run_dir"]:
+        path = Path(run_dir) / TEST_USERS
+        hidden.append(path.rename(path.with_suffix(".hidden")))
+    try:
+        report = build_report(experiment, plots=False)
+    finally:
+        for path in hidden:
+            path.rename(path.with_suffix(".npz"))
+    assert report.tables[0].comparisons["t.p"].isna().all()
+    assert any("not tested" in note for note in report.notes)
+    assert "†" not in to_latex(report)

@@ -1,0 +1,224 @@
+"""The runner: run names, resume, failures that stay local, threads, validation-only selection."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from experiment_helpers import tiny_spec
+
+import lmmrec.training
+from lmmrec.experiments import experiment_status, load_experiment, run_experiment
+from lmmrec.experiments.report import select_points
+from lmmrec.experiments.runner import STATUS, Inputs, execute_run, plan
+from lmmrec.io import read_json, write_json
+from lmmrec.training.config import TrainConfig
+
+
+def test_runs_are_named_by_config_and_inputs(tiny_source: str, tmp_path: Path) -> None:
+    experiment = load_experiment(tiny_spec(tiny_source, tmp_path))
+    runs = plan(experiment)
+    ids = [run.run_id for run in runs]
+    assert None not in ids and len(set(ids)) == len(ids) == 8
+    assert ids == [run.run_id for run in plan(experiment)]  # stable
+    assert all(run.run_dir == tmp_path / "runs" / run.run_id for run in runs)
+    # the same config on other data is another run
+    other = planted_copy(tiny_source, tmp_path / "other")
+    moved = load_experiment(tiny_spec(other, tmp_path))
+    assert {r.inputs["dataset"] for r in plan(moved)} == {runs[0].inputs["dataset"]}
+    changed = dict(runs[0].inputs, dataset="0" * 16)
+    from lmmrec.experiments.runner import run_id
+
+    assert run_id(runs[0].cell, changed) != runs[0].run_id
+
+
+def planted_copy(source: str, target: Path) -> str:
+    from lmmrec.data.loading import load_dataset
+
+    load_dataset(source).save(target)
+    return str(target)
+
+
+def test_dry_run_trains_nothing(tiny_source: str, tmp_path: Path) -> None:
+    result = run_experiment(tiny_spec(tiny_source, tmp_path), dry_run=True, progress=False)
+    assert result.executed == 0
+    assert result.counts()["pending"] == 8
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_then_resume_executes_nothing(tiny_source: str, tmp_path: Path) -> None:
+    spec = tiny_spec(tiny_source, tmp_path)
+    first = run_experiment(spec, progress=False)
+    assert first.executed == 8 and first.counts()["done"] == 8
+    table = pd.read_parquet(tmp_path / "results.parquet")
+    assert len(table) == 8 and (table["state"] == "done").all()
+    assert table["valid.recall@20"].notna().all() and table["test.ndcg@10"].notna().all()
+    config = json.loads(table["config"].iloc[0])
+    assert config["train"]["epochs"] == 2
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/metrics.json")}
+    second = run_experiment(spec, progress=False)
+    assert second.executed == 0 and second.counts()["done"] == 8
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/metrics.json")}
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_source: str, tmp_path: Path) -> None:
+    train = {"epochs": 4, "batch_size": 128}
+    if "checkpoint_every_epochs" in TrainConfig.model_fields:  # checkpoint every epoch
+        train["checkpoint_every_epochs"] = 1
+    spec = tiny_spec(tiny_source, tmp_path, seeds=[1], train=train)
+    spec["models"] = {"bpr": {"params": {"embedding_size": 8}}}
+    (run,) = plan(load_experiment(spec))
+    assert run.run_dir is not None
+
+    def stop_after_two(*args: Any) -> None:
+        if args[-1]["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(run.cell.config, run.run_dir, callbacks=[stop_after_two])
+    _, states = experiment_status(spec)
+    assert list(states["state"]) == ["interrupted"]
+    epochs_seen: list[int] = []
+    original = lmmrec.training.train
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        kwargs["callbacks"] = [
+            *(kwargs.get("callbacks") or []),
+            lambda *a: epochs_seen.append(a[-1]["epoch"]),
+        ]
+        return original(*args, **kwargs)
+
+    lmmrec.training.train = spy
+    try:
+        result = run_experiment(spec, progress=False)
+    finally:
+        lmmrec.training.train = original
+    assert result.executed == 1 and result.counts()["done"] == 1
+    assert epochs_seen == [3, 4]  # epochs 1-2 came from the checkpoint
+    assert read_json(run.run_dir / "metrics.json")["epochs_run"] == 4
+
+
+def test_a_killed_runner_leaves_its_run_interrupted(tiny_source: str, tmp_path: Path) -> None:
+    spec = tiny_spec(tiny_source, tmp_path, seeds=[1])
+    run = plan(load_experiment(spec))[0]
+    assert run.run_dir is not None
+    run.run_dir.mkdir(parents=True)
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    status = {"state": "running", "host": os.uname().nodename, "pid": dead}
+    write_json(run.run_dir / STATUS, status)
+    _, states = experiment_status(spec)
+    assert states["state"].tolist().count("interrupted") == 1
+    write_json(run.run_dir / STATUS, {**status, "pid": os.getpid()})
+    _, states = experiment_status(spec)
+    assert states["state"].tolist().count("running") == 1
+
+
+def test_a_failed_cell_never_stops_the_others(
+    tiny_source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tiny_spec(tiny_source, tmp_path)
+    spec["encoders"]["missing"] = {"features": "no-such-features"}
+    original = lmmrec.training.train
+
+    def flaky(config: Any, **kwargs: Any) -> Any:
+        if config.model == "bpr" and config.train.seed == 2:
+            raise RuntimeError("boom\nsecond line")
+        return original(config, **kwargs)
+
+    monkeypatch.setattr(lmmrec.training, "train", flaky)
+    result = run_experiment(spec, progress=False)
+    counts = result.counts()
+    # 4 vbpr cells lack their features (failed before running), 2 bpr cells raise
+    assert counts == {"done": 6, "running": 0, "interrupted": 0, "failed": 6, "pending": 0}
+    failed = result.results[result.results["state"] == "failed"]
+    assert set(failed["error"]) == {
+        "RuntimeError: boom",
+        "dataset "
+        + repr(tiny_source)
+        + " has no feature set 'no-such-features' (it has: rand); extract it with `lmmrec "
+        "encode` or give the encoder an extract: spec",
+    }
+    boom = failed[failed["error"] == "RuntimeError: boom"]
+    assert all("second line" in (Path(d) / "error.txt").read_text() for d in boom["run_dir"])
+    # the next run retries the failed cells that can run (and only them)
+    monkeypatch.setattr(lmmrec.training, "train", original)
+    again = run_experiment(spec, progress=False)
+    assert again.executed == 2 and again.counts()["done"] == 8
+
+
+def test_each_run_gets_its_thread_count(tiny_source: str, tmp_path: Path) -> None:
+    spec = tiny_spec(tiny_source, tmp_path, seeds=[1])
+    (run,) = [r for r in plan(load_experiment(spec)) if r.cell.model == "bpr"][:1]
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    status = execute_run(
+        run.cell.config,
+        run.run_dir,
+        threads=1,
+        callbacks=[lambda *a: seen.append(torch.get_num_threads())],
+    )
+    assert status["state"] == "done"
+    assert set(seen) == {1}
+    assert torch.get_num_threads() == before
+
+
+def _results(rows: list[tuple[str, int, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "state": "done",
+                "dataset": "d",
+                "model": "vbpr",
+                "encoder": "e",
+                "paradigm": "frozen",
+                "point": json.dumps({"reg_weight": point}),
+                "seed": seed,
+                "run_dir": f"/runs/{point}-{seed}",
+                "valid.recall@20": valid,
+                "test.recall@20": test,
+            }
+            for point, seed, valid, test in rows
+        ]
+    )
+
+
+def test_selection_uses_validation_only() -> None:
+    # point 0.1 is best on validation, point 1.0 is best on test: 0.1 must be chosen
+    results = _results(
+        [
+            ("0.1", 1, 0.30, 0.20),
+            ("0.1", 2, 0.32, 0.22),
+            ("1.0", 1, 0.25, 0.40),
+            ("1.0", 2, 0.27, 0.42),
+        ]
+    )
+    (row,) = select_points(results, "recall@20", ["recall@20"]).itertuples()
+    assert json.loads(row.point) == {"reg_weight": "0.1"}
+    assert row.valid == pytest.approx(0.31)
+    assert row._11 if False else True
+    selected = select_points(results, "recall@20", ["recall@20"]).iloc[0]
+    assert selected["recall@20.mean"] == pytest.approx(0.21)
+    assert selected["recall@20.std"] == pytest.approx(np.std([0.20, 0.22], ddof=1))
+    assert selected["seeds"] == 2 and selected["points"] == 2
+
+
+def test_selection_averages_seeds_before_choosing() -> None:
+    # one lucky seed must not win: 0.1 has the best single run but the worse mean
+    results = _results(
+        [("0.1", 1, 0.50, 0.1), ("0.1", 2, 0.10, 0.1), ("1.0", 1, 0.35, 0.1), ("1.0", 2, 0.35, 0.1)]
+    )
+    selected = select_points(results, "recall@20", ["recall@20"]).iloc[0]
+    assert json.loads(selected["point"]) == {"reg_weight": "1.0"}
+    assert not math.isnan(selected["recall@20.mean"])
+
+
+def test_inputs_load_each_dataset_once(tiny_source: str) -> None:
+    inputs = Inputs()
+    assert inputs.dataset(tiny_source) is inputs.dataset(tiny_source)
