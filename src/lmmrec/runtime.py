@@ -148,6 +148,6 @@ class Runtime:
             # buffers (graph structure, stored features, the end-to-end feature bank) are the
             # same on every process by construction: no per-step broadcast
             return nn.parallel.DistributedDataParallel(
-                model, device_ids=ids, broadcast_buffers=False
+                model, device_ids=ids, forward_sync_buffers=False
             )
         return model

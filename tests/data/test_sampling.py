@@ -40,12 +40,21 @@ def test_epoch_covers_every_training_interaction_once(tiny_dataset: Dataset) -> 
     assert pairs == sorted(zip(coo.row.tolist(), coo.col.tolist(), strict=True))
 
 
-def test_sharded_epochs_partition_the_batches(tiny_dataset: Dataset) -> None:
+@pytest.mark.parametrize("world", [2, 3])  # 38 batches: with 3 processes, two wrap around
+def test_sharded_epochs_cover_the_batches_in_equal_counts(
+    tiny_dataset: Dataset, world: int
+) -> None:
     sampler = NegativeSampler(tiny_dataset.train)
     full = list(sampler.epoch(16, np.random.default_rng(3)))
-    shards = [list(sampler.epoch(16, np.random.default_rng(3), shard=(r, 2))) for r in (0, 1)]
-    assert len(shards[0]) + len(shards[1]) == len(full)
-    assert np.array_equal(shards[1][0].users.numpy(), full[1].users.numpy())
+    shards = [
+        list(sampler.epoch(16, np.random.default_rng(3), shard=(r, world))) for r in range(world)
+    ]
+    steps = -(-len(full) // world)
+    assert [len(s) for s in shards] == [steps] * world  # gradient syncs pair up under DDP
+    for step in range(steps):
+        for rank in range(world):  # batch (rank + step * world), wrapping to the epoch's start
+            expected = full[(rank + step * world) % len(full)]
+            assert np.array_equal(shards[rank][step].users.numpy(), expected.users.numpy())
 
 
 def test_a_user_who_saw_every_item_is_an_error() -> None:

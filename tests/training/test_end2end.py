@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_towers import TINY_DUAL
 
-from conftest import TINY_DUAL
 from lmmrec.data.dataset import Dataset
 from lmmrec.encoders import build, extract_features
 from lmmrec.errors import ConfigError

@@ -87,7 +87,9 @@ class NegativeSampler:
             rng: drives the shuffle and the negatives; seeded by the trainer.
             device: where the batch tensors are placed (moved once per epoch).
             shard: ``(rank, world_size)``; under data parallelism each process takes every
-                ``world_size``-th batch of the same permutation.
+                ``world_size``-th batch of the same permutation, and every process takes
+                :meth:`n_batches` of them (processes short of a batch repeat the epoch's first
+                ones, as ``DistributedSampler`` pads), so their gradient synchronisations pair up.
         """
         order = rng.permutation(len(self.users))
         users = self.users[order]
@@ -95,7 +97,9 @@ class NegativeSampler:
             np.stack([users, self.items[order], self.sample(users, rng)])
         ).to(device)  # [3, N]
         rank, world = shard
-        for start in range(rank * batch_size, triples.shape[1], batch_size * world):
+        total = self.n_batches(batch_size)
+        for step in range(self.n_batches(batch_size, world)):
+            start = ((rank + step * world) % total) * batch_size
             chunk = triples[:, start : start + batch_size]
             yield Batch(users=chunk[0], pos_items=chunk[1], neg_items=chunk[2])
 
