@@ -75,7 +75,8 @@ def test_paradigms_follow_what_each_encoder_offers(tmp_path: Path) -> None:
             "encoder": {"spec": "dual:default", "lr": 1e-4},
         },
     }
-    spec["models"] = {"vbpr": {}}
+    # an end2end section overrides the model's grid in end-to-end cells only
+    spec["models"] = {"vbpr": {"end2end": {"params": {"embedding_size": 4}}}}
     spec["seeds"] = [1]
     cells = load_experiment(spec).cells
     assert [(c.encoder, c.paradigm) for c in cells] == [
@@ -89,6 +90,8 @@ def test_paradigms_follow_what_each_encoder_offers(tmp_path: Path) -> None:
     assert "features" not in by["dual", "end2end"]
     assert by["dual", "end2end"]["encoder"]["spec"] == "dual:default"
     assert by["dual", "end2end"]["paradigm"] == "end2end"
+    assert by["dual", "end2end"]["model_params"]["embedding_size"] == 4
+    assert by["dual", "frozen"]["model_params"] == {}
 
 
 def _error(spec: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -71,30 +71,9 @@ def run(
     )
     frame = result.results
     if dry_run:
-        table = Table(title=f"{result.experiment.name}: {len(frame)} runs (dry run)")
-        for column in (
-            "run",
-            "state",
-            "dataset",
-            "model",
-            "encoder",
-            "paradigm",
-            "grid point",
-            "seed",
-        ):
-            table.add_column(column)
+        console.print(f"[bold]{result.experiment.name}[/bold]: {len(frame)} runs (dry run)")
         for row in frame.itertuples():
-            table.add_row(
-                str(row.run_id or "(after extraction)"),
-                str(row.state),
-                str(row.dataset),
-                str(row.model),
-                str(row.encoder or "—"),
-                str(row.paradigm or "—"),
-                str(row.point),
-                str(row.seed),
-            )
-        console.print(table)
+            console.print(_run_line(row), highlight=False, soft_wrap=True)
     console.print(_state_table(f"{result.experiment.name}: runs", state_counts(frame)))
     if not dry_run:
         console.print(
@@ -113,11 +92,28 @@ def status(file: FileArgument, var: VarOption = None) -> None:
     console.print(_state_table(f"{experiment.name}: {len(frame)} runs", state_counts(frame)))
     unfinished = frame[frame["state"].isin(["failed", "running", "interrupted"])]
     for row in unfinished.itertuples():
-        line = f"{row.state:>11}  {row.run_id or '-'}  {row.dataset} {row.model}"
-        line += f" {row.encoder or ''} {row.paradigm or ''} {row.point} seed={row.seed}"
+        line = _run_line(row)
         if row.state == "failed":
-            line += f"\n             {row.error}"
+            line += f"\n    {row.error}"
         console.print(line, highlight=False, soft_wrap=True)
+
+
+def _text(value: object) -> str:
+    """A results-table value as text ('' for None and NaN)."""
+    return "" if value is None or value != value else str(value)
+
+
+def _run_line(row: Any) -> str:
+    """``<run id>  <state>  dataset model [encoder paradigm] k=v ... seed=S``."""
+    from lmmrec.experiments.report import point_text
+
+    cell = " ".join(
+        t
+        for t in (_text(row.dataset), _text(row.model), _text(row.encoder), _text(row.paradigm))
+        if t
+    )
+    run = _text(row.run_id) or "(after extraction)"
+    return f"{run:<20} {row.state:<11} {cell} {point_text(row.point)} seed={row.seed}"
 
 
 @experiment_app.command("report")

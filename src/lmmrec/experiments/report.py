@@ -264,7 +264,8 @@ def _best(rows: pd.DataFrame, metric: str) -> set[int]:
     return set(np.flatnonzero(values == np.nanmax(values)).tolist())
 
 
-def _point_text(point: str) -> str:
+def point_text(point: str) -> str:
+    """A grid point's JSON as ``k=v, ...`` (``defaults`` when empty)."""
     values = json.loads(point) if point else {}
     return ", ".join(f"{k}={v}" for k, v in values.items()) or "defaults"
 
@@ -304,7 +305,7 @@ def table_cells(report: Report, table: DatasetTable) -> tuple[list[str], list[li
             )
         cells.append(_Cell(_improvement(table, int(index), report.select)))
         cells.append(_Cell(str(row["seeds"])))
-        cells.append(_Cell(f"{_point_text(row['point'])} ({row['points']})"))
+        cells.append(_Cell(f"{point_text(row['point'])} ({row['points']})"))
         body.append(cells)
     return headers, body
 

@@ -17,6 +17,7 @@ The file's layout (``docs/experiments.md`` has the full reference)::
         params: {embedding_size: 64}              # fixed model hyper-parameters
         grid: {reg_weight: [0.1, 1e-3]}           # bare key: train setting if it names one, else
         datasets: {baby: {grid: {reg_weight: [1.0, 0.1]}}}   # model; per-dataset overrides
+        end2end: {params: {embedding_size: 128}}  # per-paradigm overrides (frozen, finetuned ...)
     seeds: [2022, 2023, 2024]
     train: {epochs: 100, patience: 20}            # TrainConfig values shared by every run
     metrics: [recall@10, recall@20, ndcg@10, ndcg@20]
@@ -24,7 +25,8 @@ The file's layout (``docs/experiments.md`` has the full reference)::
     baseline: {model: bpr}                        # the cell improvements are measured against
 
 Precedence of a run's settings, lowest first: model and TrainConfig defaults -> ``train`` ->
-the model's ``train`` / ``params`` -> the dataset override's -> the grid point. Unknown keys
+the model's ``train`` / ``params`` -> its paradigm section's -> its dataset section's -> the grid
+point (grids replace per key in the same order). Unknown keys
 anywhere are errors that name the file, the key, the known keys and the closest match.
 """
 
@@ -79,6 +81,9 @@ class ModelEntry(DatasetOverride):
     datasets: dict[str, DatasetOverride] = Field(
         default_factory=dict, description="per-dataset overrides, by dataset label"
     )
+    frozen: DatasetOverride | None = Field(None, description="overrides in frozen cells")
+    finetuned: DatasetOverride | None = Field(None, description="overrides in fine-tuned cells")
+    end2end: DatasetOverride | None = Field(None, description="overrides in end-to-end cells")
 
 
 class EncoderEntry(_Section):
@@ -390,25 +395,31 @@ def expand(spec: ExperimentSpec, where: str = "experiment") -> list[Cell]:
     for dataset, source in spec.datasets.items():
         for model, entry in spec.models.items():
             loc = f"models.{model}"
-            override = entry.datasets.get(dataset, DatasetOverride())
-            params = {**entry.params, **override.params}
-            grid = {**entry.grid, **override.grid}
-            train = {
-                **shared_train,
-                **_train_section(entry.train, where, f"{loc}.train", train_keys),
-                **_train_section(
-                    override.train, where, f"{loc}.datasets.{dataset}.train", train_keys
-                ),
-            }
             model_keys = list(registry.get(model).config_class.model_fields)
-            for key in params:
-                if key not in model_keys:
-                    raise ConfigError(
-                        _unknown(where, f"{loc}.params", key, model_keys, "parameter")
-                    )
-            for key in grid:
-                _grid_target(key, model_keys, train_keys, where, f"{loc}.grid")
             for encoder, paradigm in _content_cells(spec, model, entry, where):
+                # precedence: model < its paradigm section < its dataset section
+                layers = [(loc, entry)]
+                section = getattr(entry, paradigm) if paradigm else None
+                if section is not None:
+                    layers.append((f"{loc}.{paradigm}", section))
+                if dataset in entry.datasets:
+                    layers.append((f"{loc}.datasets.{dataset}", entry.datasets[dataset]))
+                params: dict[str, Any] = {}
+                grid: dict[str, list[Any]] = {}
+                train = dict(shared_train)
+                for where_in, layer in layers:
+                    for key in layer.params:
+                        if key not in model_keys:
+                            raise ConfigError(
+                                _unknown(where, f"{where_in}.params", key, model_keys, "parameter")
+                            )
+                    for key in layer.grid:
+                        _grid_target(key, model_keys, train_keys, where, f"{where_in}.grid")
+                    params.update(layer.params)
+                    grid.update(layer.grid)
+                    train.update(
+                        _train_section(layer.train, where, f"{where_in}.train", train_keys)
+                    )
                 for values in itertools.product(*grid.values()):
                     point = dict(zip(grid, values, strict=True))
                     for seed in spec.seeds:
