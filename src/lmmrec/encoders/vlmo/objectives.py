@@ -3,8 +3,9 @@
 Bao et al., NeurIPS 2022 (arXiv 2111.02358), section "Pre-Training Tasks", as the official code
 computes them:
 
-* ITC: symmetric InfoNCE on the ITC embeddings, ``logits = exp(t) * v @ w^T`` (B, B), averaged
-  with the same loss on the VL-FFN-branch embeddings (scale ``exp(t_vl)``):
+* ITC: symmetric InfoNCE (:func:`lmmrec.encoders.objectives.symmetric_contrastive_loss`, the
+  one shared with CLIP and ``dual``) on the ITC embeddings, ``logits = exp(t) * v @ w^T``
+  (B, B), averaged with the same loss on the VL-FFN-branch embeddings (scale ``exp(t_vl)``):
   ``0.5 * (CE(i2t) + CE(t2i)) / 2 + 0.5 * (CE_vl(i2t) + CE_vl(t2i)) / 2``;
 * ITM: B matched pairs, plus for each text one image and for each image one text drawn from
   ``softmax(ITC logits)`` with the matched pair excluded; cross-entropy on ``itm_score(pooler)``
@@ -24,6 +25,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 
+from lmmrec.encoders.objectives import symmetric_contrastive_loss
 from lmmrec.encoders.vlmo.config import Head
 from lmmrec.encoders.vlmo.model import VLMo
 from lmmrec.errors import ConfigError
@@ -67,16 +69,6 @@ def _require_heads(model: VLMo, *heads: Head) -> None:
             f"this objective needs the VLMo heads {missing}; build the model with them in "
             f"config.heads (now {list(model.config.heads)})"
         )
-
-
-def symmetric_contrastive_loss(
-    image_feats: torch.Tensor, text_feats: torch.Tensor, scale: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(CE(i2t) + CE(t2i)) / 2 with the diagonal as targets. Features (B, D) -> loss, i2t (B, B)."""
-    logits = scale * image_feats @ text_feats.t()  # (B, B)
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    loss = F.cross_entropy(logits.float(), targets) + F.cross_entropy(logits.t().float(), targets)
-    return loss / 2, logits
 
 
 def compute_itc(
@@ -165,3 +157,31 @@ def compute_mlm(
         logits=logits,
         labels=labels[masked],
     )
+
+
+def mask_tokens(
+    text_ids: torch.Tensor,
+    text_mask: torch.Tensor,
+    *,
+    special_ids: list[int],
+    mask_id: int,
+    vocab_size: int,
+    probability: float = 0.15,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking of real, non-special tokens: (B, Nt) ids -> masked ids, labels (-100 = kept).
+
+    Each candidate is chosen with ``probability``; a chosen token becomes [MASK] 80% of the time,
+    a random token 10%, itself 10%. The official VLMo collator masks whole words
+    (``DataCollatorForWholeWordMask``); this masks WordPiece tokens one by one.
+    """
+    shape, device = text_ids.shape, text_ids.device
+    special = torch.tensor(special_ids, device=device)
+    candidates = text_mask.bool() & ~torch.isin(text_ids, special)  # (B, Nt)
+    chosen = candidates & (torch.rand(shape, generator=generator, device=device) < probability)
+    labels = torch.where(chosen, text_ids, torch.full_like(text_ids, -100))
+    draw = torch.rand(shape, generator=generator, device=device)
+    random_ids = torch.randint(vocab_size, shape, generator=generator, device=device)
+    masked = torch.where(chosen & (draw < 0.8), torch.full_like(text_ids, mask_id), text_ids)
+    masked = torch.where(chosen & (draw >= 0.8) & (draw < 0.9), random_ids, masked)
+    return masked, labels
