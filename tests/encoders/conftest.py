@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,83 @@ def catalog_dataset(tiny_dataset: Dataset, tmp_path: Path) -> Dataset:
     tiny_dataset.catalog = ItemCatalog(texts=texts, images=images, root=tmp_path)
     tiny_dataset.save(tmp_path)
     return Dataset.load(tmp_path)
+
+
+# -- a tiny shop whose texts name what its images show, and towers that read its words ---------
+
+SHOP_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(scope="session")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """A 160-item demo shop (32 px images): category and colour show in image and text, so
+    image-text alignment is learnable. Copy it before changing it."""
+    from lmmrec.data.demo import DemoConfig, build_demo
+
+    config = DemoConfig(n_users=150, n_items=160, image_size=32, mean_interactions=8)
+    return build_demo(tmp_path_factory.mktemp("shop"), config)
+
+
+def shop_words(shop: Dataset) -> list[str]:
+    assert shop.catalog is not None
+    return sorted({w for t in shop.catalog.texts for w in re.findall(r"[a-z]+", t.lower())})
+
+
+@pytest.fixture(scope="session")
+def shop_sbert_folder(tmp_path_factory: pytest.TempPathFactory, shop: Dataset) -> Path:
+    """A sentence-transformers folder over a random 2-layer BERT (32-d) with the shop's words."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    bert = tmp_path_factory.mktemp("shop-bert")
+    words = SHOP_SPECIAL + shop_words(shop)
+    (bert / "vocab.txt").write_text("\n".join(words) + "\n")
+    import torch
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(bert)
+    BertTokenizer(vocab=str(bert / "vocab.txt")).save_pretrained(bert)
+    folder = tmp_path_factory.mktemp("shop-sbert")
+    modules = [Transformer(str(bert), max_seq_length=32), Pooling(32, "mean"), Normalize()]
+    SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shop_vlmo_checkpoint(tmp_path_factory: pytest.TempPathFactory, shop: Dataset) -> Path:
+    """A random tiny VLMo (32-d, 4 blocks, VL-FFN from block 2, 32 px, 16 text tokens) with
+    every pre-training head, saved with the official names, and the shop's vocab.txt beside it."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lmmrec.encoders.vlmo import VLMo, VLMoConfig
+
+    folder = tmp_path_factory.mktemp("shop-vlmo")
+    words = SHOP_SPECIAL + shop_words(shop)
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    torch.manual_seed(0)
+    config = VLMoConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_layers=4,
+        num_heads=4,
+        vlffn_start_layer_index=2,
+        vocab_size=len(words),
+        max_text_len=16,
+    )
+    state = {k: v.contiguous() for k, v in VLMo(config).state_dict().items()}
+    # official files keep a text position table even where it is unused; its rows give Lt
+    state["text_embeddings.position_embeddings.weight"] = torch.zeros(config.max_text_len, 32)
+    save_file(state, folder / "vlmo.safetensors")
+    return folder / "vlmo.safetensors"

@@ -37,9 +37,13 @@ def _dataset_folder(source: str) -> Dataset:
 
 
 def _default_name(spec: str) -> str:
-    """``clip:/models/clip-b16`` -> ``clip-clip-b16``; ``sbert:default`` -> ``sbert``."""
-    from lmmrec.encoders import parse_spec
+    """``clip:/models/clip-b16`` -> ``clip-clip-b16``; ``sbert:default`` -> ``sbert``; a saved
+    encoder folder ``runs/dual-ft`` -> ``dual-ft``."""
+    from lmmrec.encoders import is_saved_encoder, parse_spec
 
+    if is_saved_encoder(spec):
+        folder = Path(spec).expanduser().resolve().name
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", folder).strip("-.") or "finetuned"
     name, arg = parse_spec(spec)
     if arg in (None, "default"):
         return name
@@ -75,7 +79,12 @@ def summary_table(features: FeatureSet) -> Table:
 
 def encode(
     dataset: DatasetOption,
-    encoder: Annotated[str, typer.Option(help="encoder spec, e.g. sbert:default, clip:FOLDER")],
+    encoder: Annotated[
+        str,
+        typer.Option(
+            help="encoder spec (sbert:default, clip:FOLDER ...) or a saved encoder folder"
+        ),
+    ],
     modalities: Annotated[
         str | None, typer.Option(help="comma-separated outputs, e.g. image,text,fused")
     ] = None,
@@ -92,11 +101,15 @@ def encode(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="re-extract even if up to date")] = False,
 ) -> None:
-    """Encode every item of a dataset into a feature set stored in the dataset folder."""
-    from lmmrec.encoders import build, extract_features
+    """Encode every item of a dataset into a feature set stored in the dataset folder.
+
+    A fine-tuned encoder folder (`lmmrec finetune --out FOLDER`) is accepted in place of a spec;
+    the feature set's manifest then records its lineage.
+    """
+    from lmmrec.encoders import extract_features, load_encoder
 
     data = _dataset_folder(dataset)
-    model = build(encoder, **_options(option or []))
+    model = load_encoder(encoder, **_options(option or []))
     features = extract_features(
         data,
         model,
@@ -110,6 +123,18 @@ def encode(
         overwrite=overwrite,
     )
     console.print(summary_table(features))
+    lineage = features.manifest.get("lineage")
+    if lineage:
+        tuned = lineage.get("finetune") or {}
+        console.print(
+            f"encoder adapted from {lineage.get('base_spec')} (base weights "
+            f"{lineage.get('base_weights_hash')}, tensors {lineage.get('checkpoint_hash')})"
+            + (
+                f", fine-tuned on {tuned.get('dataset')} epoch {tuned.get('epoch')}"
+                if tuned
+                else ""
+            )
+        )
     timing = features.manifest["timing"]
     console.print(
         f"{timing['encoded_items']} items encoded in {timing['seconds']:.1f} s on "

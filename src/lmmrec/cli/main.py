@@ -15,6 +15,7 @@ from rich.table import Table
 from lmmrec.cli.data import data_app
 from lmmrec.cli.encode import demo_features, encode, features_app
 from lmmrec.cli.experiment import experiment_app
+from lmmrec.cli.finetune import register_finetune
 from lmmrec.errors import ConfigError, LmmrecError
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(experiment_app, name="experiment")
 app.command()(encode)
+register_finetune(app)
 console = Console()
 REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 

@@ -11,7 +11,11 @@ fine-tuned on the dataset's (image, text) pairs, or trained end to end with the 
   whose inputs are present (``"image"``, ``"text"``, and for encoders that fuse, ``"fused"``);
 * ``output_dims()``: ``{modality: D_m}``;
 * ``apply_strategy(name)``: which parameters train (below);
-* ``describe()``: provenance for feature-set manifests.
+* ``describe()``: provenance for feature-set manifests;
+* ``save(folder)``: the encoder as a folder that :func:`lmmrec.encoders.load_encoder` rebuilds
+  (spec, build options, LoRA adapters and every parameter a strategy or objective trained;
+  :mod:`lmmrec.encoders.saved`);
+* ``contrastive_scale()``: the learnable log-temperature of the image-text contrastive loss.
 
 Training strategies (``apply_strategy``), each a set of trainable parameters; everything else gets
 ``requires_grad=False``:
@@ -38,12 +42,14 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmmrec.encoders.objectives import INIT_LOGIT_SCALE
 from lmmrec.encoders.preprocessing import Preprocessor
 from lmmrec.errors import ConfigError
 
@@ -105,16 +111,32 @@ class ItemEncoder(nn.Module, ABC):
         spec: the spec string the encoder was built from (``"clip:/models/clip-b16"``).
         preprocessor: picklable preprocessing of :class:`ItemBatch` es.
         default_modalities: what feature extraction stores when not told otherwise.
+        temperature_name: the parameter that holds the encoder's own contrastive
+            log-temperature (CLIP's ``model.logit_scale``), or None: then
+            :meth:`contrastive_scale` adds one.
+        build_options: the keyword options the encoder was built with (``registry.build``).
+        strategy: the last strategy applied (None: none yet).
+        lineage: where the weights come from when they are not the spec's own: set by
+            :func:`~lmmrec.encoders.saved.load_encoder` (base weights hash, fine-tuning config,
+            checkpoint hash) and by fine-tuning; recorded in feature-set manifests.
     """
 
     name: ClassVar[str]
     default_modalities: ClassVar[tuple[str, ...]] = INPUT_MODALITIES
+    temperature_name: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         super().__init__()
         self.spec = self.name
         self.preprocessor = Preprocessor()
         self.lora_rank: int | None = None
+        self.build_options: dict[str, Any] = {}
+        self.strategy: str | None = None
+        self.lineage: dict[str, Any] | None = None
+        self.base_weights_hash: str | None = None
+        # ids of the parameters a strategy or an objective made trainable (they survive the
+        # renaming that LoRA injection does); save() writes these
+        self._tuned: set[int] = set()
 
     @classmethod
     @abstractmethod
@@ -159,6 +181,7 @@ class ItemEncoder(nn.Module, ABC):
         parsed = Strategy.parse(strategy)
         layout = self.layout()
         trainable = self._trainable_modules(parsed, layout)
+        self.remember_base_weights()
         if parsed.kind == "lora":
             self._inject_lora(parsed.n, layout)
         self.requires_grad_(parsed.kind == "full")
@@ -168,7 +191,83 @@ class ItemEncoder(nn.Module, ABC):
             for name, parameter in self.named_parameters():
                 if "lora_" in name:
                     parameter.requires_grad_(True)
-        return [p for p in self.parameters() if p.requires_grad]
+        self.strategy = strategy.strip().lower()
+        return self.mark_tuned(p for p in self.parameters() if p.requires_grad)
+
+    def mark_tuned(self, parameters: Iterable[nn.Parameter]) -> list[nn.Parameter]:
+        """Record ``parameters`` as trained, so :meth:`save` writes them; returns them."""
+        parameters = list(parameters)
+        self._tuned.update(id(p) for p in parameters)
+        return parameters
+
+    def tuned_names(self) -> list[str]:
+        """Names of the parameters any strategy or objective has trained (LoRA adapters
+        included); every parameter when none was ever chosen (the encoder as built trains all)."""
+        if self.strategy is None and not self._tuned:
+            return [name for name, _ in self.named_parameters()]
+        return [
+            name for name, p in self.named_parameters() if id(p) in self._tuned or "lora_" in name
+        ]
+
+    def remember_base_weights(self) -> str:
+        """The weights hash of the encoder as its spec built it, computed before anything
+        changes it (the first strategy, fine-tuning or a load) and kept for lineage."""
+        if self.base_weights_hash is None:
+            self.base_weights_hash = weights_hash(self.state_dict().items())
+        return self.base_weights_hash
+
+    def contrastive_scale(self) -> nn.Parameter:
+        """The learnable log-temperature ``t`` of the image-text contrastive loss
+        (:func:`~lmmrec.encoders.objectives.contrastive_loss` multiplies cosines by ``exp(t)``).
+
+        The encoder's own when it has one (``temperature_name``: CLIP's ``logit_scale``,
+        VLMo's), else a parameter ``logit_scale`` added on first use at ``log(1 / 0.07)``; it
+        is then part of the encoder's state and saved with it.
+        """
+        if self.temperature_name is not None:
+            return cast(nn.Parameter, self.get_parameter(self.temperature_name))
+        if not hasattr(self, "logit_scale"):
+            self.remember_base_weights()
+            device = next((p.device for p in self.parameters()), torch.device("cpu"))
+            self.logit_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE, device=device))
+        return cast(nn.Parameter, self.logit_scale)
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute layer activations in the backward pass instead of keeping them (less
+        memory, about a third more compute): every transformers model inside that supports it.
+
+        Raises:
+            ConfigError: no part of the encoder supports it.
+        """
+        from transformers import PreTrainedModel
+
+        models = [
+            m
+            for m in self.modules()
+            if isinstance(m, PreTrainedModel) and m.supports_gradient_checkpointing
+        ]
+        if not models:
+            raise ConfigError(
+                f"encoder {self.spec!r} has no layers that support activation checkpointing"
+            )
+        for model in models:
+            if enabled:
+                model.gradient_checkpointing_enable({"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_disable()
+
+    def save(self, folder: str | Path, *, lineage: dict[str, Any] | None = None) -> Path:
+        """Write the encoder to ``folder`` (atomically): ``encoder.json`` (spec, build options,
+        strategy, LoRA rank, lineage, weights hash) and ``tensors.safetensors`` (the trained
+        parameters, LoRA adapters and buffers). :func:`lmmrec.encoders.load_encoder` rebuilds
+        it from the spec and checks that the weights are the same.
+
+        Args:
+            lineage: extra provenance to record (fine-tuning writes its config and scores).
+        """
+        from lmmrec.encoders.saved import save_encoder
+
+        return save_encoder(self, Path(folder), lineage=lineage)
 
     def _trainable_modules(self, strategy: Strategy, layout: Layout) -> list[nn.Module]:
         """The modules ``strategy`` trains besides LoRA adapters (all of them for ``full``)."""
@@ -221,8 +320,9 @@ class ItemEncoder(nn.Module, ABC):
         self.lora_rank = rank
 
     def describe(self) -> dict[str, Any]:
-        """Provenance for manifests: spec, class, weights hash, preprocessing, output dims."""
-        return {
+        """Provenance for manifests: spec, class, weights hash, preprocessing, output dims, and
+        the lineage of weights that are not the spec's own (a saved, fine-tuned encoder)."""
+        description = {
             "spec": self.spec,
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "weights_hash": weights_hash(self.state_dict().items()),
@@ -230,6 +330,9 @@ class ItemEncoder(nn.Module, ABC):
             "preprocessing": self.preprocessor.describe(),
             "dims": self.output_dims(),
         }
+        if self.lineage is not None:
+            description["lineage"] = self.lineage
+        return description
 
 
 def fuse(

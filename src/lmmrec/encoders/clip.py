@@ -43,6 +43,7 @@ class CLIPEncoder(ItemEncoder):
     """Image and text -> ``{"image", "text", "fused"}``, each ``[B, D]`` (D = 512 for ViT-B)."""
 
     name = "clip"
+    temperature_name = "model.logit_scale"  # CLIP's own learnable temperature
 
     def __init__(self, source: str, *, template: str = "{text}", normalize: bool = False) -> None:
         super().__init__()

@@ -12,6 +12,8 @@ item i) per modality and ``manifest.json``:
   reference or an empty text; ``unreadable``: an image reference that could not be decoded), which
   items (``items``) and what was done (``action``);
 * ``timing``: items encoded in this run, seconds, items per second, device, batch size;
+* ``lineage`` (encoders loaded from a saved folder only): the base weights hash, the fine-tuning
+  config and scores, the hash of the saved tensors (:mod:`lmmrec.encoders.saved`);
 * ``key``: hash of everything that determines the vectors; an existing feature set with the same
   key is reused instead of re-extracted, one with another key is re-extracted and replaced.
 
@@ -62,7 +64,9 @@ PRESENT, ABSENT, UNREADABLE = 0, 1, 2
 
 
 class CatalogBatches(TorchDataset):
-    """Batch ``b`` = items ``start + b * batch_size ...`` of a catalog, loaded and preprocessed.
+    """Batch ``b`` of a catalog's items, loaded and preprocessed: items ``start + b * batch_size
+    ...`` in catalog order, or, when ``items`` is given, ``items[b * batch_size ...]`` (any
+    order, e.g. a shuffled list of fine-tuning pairs).
 
     Each element is ``({input modality: [B] int8 status}, encoder inputs)``; a status is
     :data:`PRESENT`, :data:`ABSENT` or :data:`UNREADABLE`. Runs in DataLoader workers.
@@ -75,16 +79,26 @@ class CatalogBatches(TorchDataset):
         inputs: tuple[str, ...],
         start: int,
         batch_size: int,
+        items: np.ndarray | None = None,
     ) -> None:
         self.catalog, self.preprocessor, self.inputs = catalog, preprocessor, inputs
         self.start, self.batch_size = start, batch_size
+        self.items = None if items is None else np.asarray(items, dtype=np.int64)
 
     def __len__(self) -> int:
-        return math.ceil((len(self.catalog) - self.start) / self.batch_size)
+        total = len(self.catalog) - self.start if self.items is None else len(self.items)
+        return math.ceil(total / self.batch_size)
+
+    def rows(self, batch: int) -> list[int]:
+        """The item indices of batch ``batch``."""
+        first = batch * self.batch_size
+        if self.items is not None:
+            return self.items[first : first + self.batch_size].tolist()
+        first += self.start
+        return list(range(first, min(first + self.batch_size, len(self.catalog))))
 
     def __getitem__(self, batch: int) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
-        first = self.start + batch * self.batch_size
-        rows = range(first, min(first + self.batch_size, len(self.catalog)))
+        rows = self.rows(batch)
         status: dict[str, np.ndarray] = {}
         images = texts = None
         if "image" in self.inputs:
@@ -93,7 +107,7 @@ class CatalogBatches(TorchDataset):
             loaded = np.array([image is not None for image in images])
             status["image"] = np.where(loaded, PRESENT, np.where(no_ref, ABSENT, UNREADABLE))
         if "text" in self.inputs:
-            texts = self.catalog.texts[rows.start : rows.stop]
+            texts = [self.catalog.texts[i] for i in rows]
             status["text"] = np.array([PRESENT if t.strip() else ABSENT for t in texts])
         status = {m: s.astype(np.int8) for m, s in status.items()}
         return status, self.preprocessor(ItemBatch(texts=texts, images=images))
@@ -266,6 +280,8 @@ def extract_features(
         "missing": {"policy": missing, "modalities": report},
         "timing": timing,
     }
+    if description.get("lineage") is not None:  # a saved, adapted encoder (also in the key)
+        manifest["lineage"] = description["lineage"]
     FeatureSet(name=name, arrays=arrays, manifest=manifest).save(out_dir)
     shutil.rmtree(work.folder, ignore_errors=True)
     features = FeatureSet.load(out_dir)  # as stored: manifest as JSON, with name and dims

@@ -90,4 +90,5 @@ def build(spec: str, **options: Any) -> ItemEncoder:
         raise ConfigError(f"encoder {name!r}: unknown options {unknown}; valid options: {valid}")
     encoder = cls.from_spec(arg, **options)
     encoder.spec = spec.strip()
+    encoder.build_options = dict(options)
     return encoder.eval()

@@ -53,6 +53,7 @@ class VLMoEncoder(ItemEncoder):
     """Image and text -> ``{"image", "text", "fused"}`` (+ ``"vl"``), each ``[B, D]``."""
 
     name = "vlmo"
+    temperature_name = "model.logit_scale"  # VLMo's ITC temperature (the "itc" head)
 
     def __init__(
         self,
@@ -170,6 +171,10 @@ class VLMoEncoder(ItemEncoder):
         config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets)
         inject_adapter_in_model(config, self)
         self.lora_rank = rank
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Checkpoint every MoME block (``torch.utils.checkpoint``, non-reentrant) in training."""
+        self.model.gradient_checkpointing = enabled
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {
