@@ -39,6 +39,7 @@ STATUS = "status.json"
 ERROR = "error.txt"
 RESULTS = "results.parquet"
 RUNS = "runs"
+RESULTS_EVERY_SECONDS = 10.0
 STATES = ("done", "running", "interrupted", "failed", "pending")
 
 
@@ -498,11 +499,17 @@ def run_experiment(
         with GridProgress(total, done, console, progress) as display:
             display.failed = failed_inputs
 
+            last_write = [time.perf_counter()]
+
             def finished(run: PlannedRun, status: dict[str, Any]) -> None:
                 records[id(run)] = run_record(run, status)
                 value = records[id(run)].get(f"valid.{experiment.spec.select}")
                 display.finished_run(run.cell.label(), status, experiment.spec.select, value)
-                write_results(output, results_frame(records.values()))
+                # the table is rewritten at most every few seconds (0.2 s for 9,000 rows) and
+                # at the end; the run directories hold the truth in between
+                if time.perf_counter() - last_write[0] > RESULTS_EVERY_SECONDS:
+                    write_results(output, results_frame(records.values()))
+                    last_write[0] = time.perf_counter()
 
             if not todo:
                 pass
