@@ -222,3 +222,17 @@ def test_selection_averages_seeds_before_choosing() -> None:
 def test_inputs_load_each_dataset_once(tiny_source: str) -> None:
     inputs = Inputs()
     assert inputs.dataset(tiny_source) is inputs.dataset(tiny_source)
+
+
+def test_tensorboard_logging_writes_every_runs_curves(tiny_source: str, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = tiny_spec(tiny_source, tmp_path, seeds=[1], log="tensorboard")
+    spec["models"] = {"bpr": {"params": {"embedding_size": 8}}}
+    result = run_experiment(spec, progress=False)
+    (run_dir,) = result.results["run_dir"]
+    events = EventAccumulator(str(Path(run_dir) / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "valid/recall@20"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]

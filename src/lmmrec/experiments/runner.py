@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from lmmrec.errors import ConfigError, LmmrecError
-from lmmrec.experiments.spec import Cell, Experiment, load_experiment
+from lmmrec.experiments.spec import Cell, Experiment, ExperimentSpec, load_experiment
 from lmmrec.io import atomic_path, read_json, write_json
 
 STATUS = "status.json"
@@ -256,12 +256,14 @@ def execute_run(
     threads: int | None = None,
     dataset: Any = None,
     callbacks: list[Callable[..., None]] | None = None,
+    log: str | None = None,
 ) -> dict[str, Any]:
     """Train one cell in ``run_dir`` (resuming it); never raises for a failed run.
 
     Returns the status written to ``status.json``: ``done`` with the wall seconds, or ``failed``
     with the one-line error (the traceback is in ``error.txt``). Ctrl-C marks the run
-    ``interrupted`` and propagates.
+    ``interrupted`` and propagates. ``log="tensorboard"`` also writes the run's per-epoch loss and
+    validation metrics under ``<run_dir>/tensorboard``.
     """
     from lmmrec.training import train
     from lmmrec.training.config import RunConfig
@@ -270,10 +272,16 @@ def execute_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     _write_status(run_dir, "running", started=time.time())
+    closers: list[Callable[[], None]] = []
     try:
         run_config = RunConfig.model_validate(
             {**config, "output_dir": str(run_dir.parent), "name": run_dir.name}
         )
+        callbacks = list(callbacks or [])
+        if log == "tensorboard":
+            logger, close = tensorboard_logger(run_dir)
+            callbacks.append(logger)
+            closers.append(close)
         with torch_threads(threads):
             train(run_config, dataset=dataset, resume=True, callbacks=callbacks)
     except KeyboardInterrupt:
@@ -285,10 +293,35 @@ def execute_run(
         status = {"error": one_line(error), "wall_seconds": time.perf_counter() - started}
         _write_status(run_dir, "failed", **status)
         return {"state": "failed", **status}
+    finally:
+        for close in closers:
+            close()
     (run_dir / ERROR).unlink(missing_ok=True)
     status = {"wall_seconds": time.perf_counter() - started}
     _write_status(run_dir, "done", **status)
     return {"state": "done", **status}
+
+
+def tensorboard_logger(run_dir: Path) -> tuple[Callable[..., None], Callable[[], None]]:
+    """An epoch callback writing ``train/loss`` and ``valid/<metric>`` per epoch to TensorBoard
+    event files in ``<run_dir>/tensorboard``, and the function that closes them."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "log: tensorboard needs the tensorboard package: pip install 'lmmrec[tensorboard]'"
+        ) from None
+    writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def log(*args: Any) -> None:
+        record = args[-1]  # callback(trainer, record)
+        epoch = int(record["epoch"])
+        writer.add_scalar("train/loss", float(record["loss"]), epoch)
+        for name, value in (record.get("valid") or {}).items():
+            writer.add_scalar(f"valid/{name}", float(value), epoch)
+        writer.flush()
+
+    return log, writer.close
 
 
 # ----------------------------------------------------------------------------- results
@@ -410,6 +443,10 @@ class GridProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
+    def set_running(self, n: int, current: str = "") -> None:
+        self.running = n
+        self.progress.update(self.task, description=self._text(current))
+
     def started_run(self, label: str) -> None:
         self.running += 1
         self.progress.update(self.task, description=self._text(label))
@@ -472,6 +509,14 @@ def run_experiment(
     experiment = source if isinstance(source, Experiment) else load_experiment(source, variables)
     if backend not in ("local", "ray"):
         raise ConfigError(f"backend {backend!r} is unknown; use local or ray")
+    if experiment.spec.log == "tensorboard" and not dry_run:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                f"{experiment.where}: log: tensorboard needs the tensorboard package: "
+                "pip install 'lmmrec[tensorboard]'"
+            ) from None
     console = console or Console(quiet=not progress)
     started = time.perf_counter()
     inputs = Inputs()
@@ -514,9 +559,9 @@ def run_experiment(
             if not todo:
                 pass
             elif backend == "local":
-                _run_local(todo, inputs, per_run, display, finished, experiment.spec.select)
+                _run_local(todo, inputs, per_run, display, finished, experiment.spec)
             else:
-                _run_ray(todo, per_run, address, display, finished)
+                _run_ray(todo, per_run, address, display, finished, experiment.spec.log)
             executed = len(todo)
     frame = results_frame(records.values())
     if not dry_run:
@@ -530,8 +575,9 @@ def _run_local(
     threads: int,
     display: GridProgress,
     finished: Callable[[PlannedRun, dict[str, Any]], None],
-    metric: str,
+    spec: ExperimentSpec,
 ) -> None:
+    metric = spec.select
     for run in todo:
         assert run.run_dir is not None
         label = run.cell.label()
@@ -548,6 +594,7 @@ def _run_local(
             threads=threads,
             dataset=inputs.dataset(run.cell.config["dataset"]),
             callbacks=[on_epoch],
+            log=spec.log,
         )
         finished(run, status)
 
@@ -555,7 +602,9 @@ def _run_local(
 _WORKER_DATASETS: dict[str, Any] = {}
 
 
-def _ray_execute(config: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
+def _ray_execute(
+    config: dict[str, Any], run_dir: str, threads: int, log: str | None = None
+) -> dict[str, Any]:
     """A Ray task: one run, its dataset loaded once per worker process."""
     from lmmrec.data.loading import load_dataset
 
@@ -568,7 +617,7 @@ def _ray_execute(config: dict[str, Any], run_dir: str, threads: int) -> dict[str
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         _write_status(Path(run_dir), "failed", error=one_line(error))
         return {"state": "failed", "error": one_line(error)}
-    return execute_run(config, run_dir, threads=threads, dataset=_WORKER_DATASETS[source])
+    return execute_run(config, run_dir, threads=threads, dataset=_WORKER_DATASETS[source], log=log)
 
 
 def _run_ray(
@@ -577,6 +626,7 @@ def _run_ray(
     address: str | None,
     display: GridProgress,
     finished: Callable[[PlannedRun, dict[str, Any]], None],
+    log: str | None,
 ) -> None:
     try:
         import ray
@@ -595,9 +645,10 @@ def _run_ray(
         task = ray.remote(num_cpus=threads, max_retries=0)(_ray_execute)
         pending = {}
         for run in todo:
-            pending[task.remote(run.cell.config, str(run.run_dir), threads)] = run
-            display.started_run(run.cell.label())
+            pending[task.remote(run.cell.config, str(run.run_dir), threads, log)] = run
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
         while pending:
+            display.set_running(min(len(pending), slots), "on Ray")
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 run = pending.pop(ref)

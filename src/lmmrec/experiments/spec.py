@@ -23,6 +23,7 @@ The file's layout (``docs/experiments.md`` has the full reference)::
     metrics: [recall@10, recall@20, ndcg@10, ndcg@20]
     select: recall@20                             # validation metric: epochs and grid points
     baseline: {model: bpr}                        # the cell improvements are measured against
+    log: tensorboard                              # optional: every run's curves to TensorBoard
 
 Precedence of a run's settings, lowest first: model and TrainConfig defaults -> ``train`` ->
 the model's ``train`` / ``params`` -> its paradigm section's -> its dataset section's -> the grid
@@ -148,6 +149,9 @@ class ExperimentSpec(_Section):
     select: str = Field("recall@20", description="validation metric that selects")
     baseline: Baseline | None = None
     threads: int | None = Field(None, gt=0, description="torch threads per run")
+    log: Literal["tensorboard"] | None = Field(
+        None, description="also log every run's curves (tensorboard: <run_dir>/tensorboard)"
+    )
 
     @field_validator("models", mode="before")
     @classmethod
