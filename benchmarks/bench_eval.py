@@ -1,10 +1,12 @@
 """Where full-ranking evaluation time goes, on the real Amazon interactions.
 
 Builds the validation :class:`~lmmrec.evaluation.Evaluator` of an MMRec folder and times, on seeded
-random vectors (``D`` wide), the whole ``Evaluator.evaluate`` and its two main parts alone: the
-score products ``user_vecs[block] @ item_vecs.T`` (written into one reused block buffer) and
-``torch.topk`` over that buffer. Prints the median of ``--repeats`` timed calls (after one
-warm-up call) in seconds. Runs with the trainer's CPU allocator setting (``keep_freed_memory``).
+random vectors (``D`` wide), the whole ``Evaluator.evaluate``; the one ranker alone
+(``Ranker.top_k``: score products, masking and the two-stage top-K); the score products
+``user_vecs[block] @ item_vecs.T`` alone (written into one reused block buffer); and, for
+comparison, a plain ``torch.topk`` over those buffers (the evaluator's former ranking). Prints the
+median of ``--repeats`` timed calls (after one warm-up call) in seconds, and the load average
+(the two cores are shared). Runs with the trainer's CPU allocator setting (``keep_freed_memory``).
 
 Usage:
     python benchmarks/bench_eval.py [--data ../shared/data/amazon/sports] [--dim 64]
@@ -13,12 +15,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
 
 from lmmrec.data.formats.mmrec import read_mmrec
-from lmmrec.evaluation import Evaluator
+from lmmrec.evaluation import Evaluator, Ranker
 from lmmrec.runtime import keep_freed_memory
 from timing import median_seconds
 
@@ -41,29 +44,42 @@ def main() -> None:
     user_vecs = torch.randn(dataset.n_users, args.dim, generator=gen)
     item_vecs = torch.randn(dataset.n_items, args.dim, generator=gen)
     item_vecs_t = item_vecs.T.contiguous()
-    blocks = torch.arange(evaluator.n_users).split(args.block)  # as many users as evaluate's
+    users = torch.from_numpy(evaluator.users)
+    blocks = users.split(args.block)  # the users evaluate ranks
+    seen = dataset.train
     scores = torch.empty(args.block, dataset.n_items)
 
     def products() -> None:
-        for users in blocks:
-            torch.mm(user_vecs[users], item_vecs_t, out=scores[: len(users)])
+        for block in blocks:
+            torch.mm(user_vecs[block], item_vecs_t, out=scores[: len(block)])
 
-    def top_k() -> None:
-        for users in blocks:
-            scores[: len(users)].topk(k_max, dim=1, sorted=True)
+    def torch_top_k() -> None:
+        for block in blocks:
+            scores[: len(block)].topk(k_max, dim=1, sorted=True)
+
+    def ranker() -> None:
+        Ranker(item_vecs).top_k(user_vecs, k_max, users=users, seen=seen, block_size=args.block)
 
     products()
+    load_before = os.getloadavg()[0]
     with torch.inference_mode():
         timings = {
             "evaluate (all of it)": median_seconds(
                 lambda: evaluator.evaluate(user_vecs, item_vecs), args.repeats
             ),
-            "score products": median_seconds(products, args.repeats),
-            f"topk (K = {k_max})": median_seconds(top_k, args.repeats),
+            f"Ranker.top_k (K = {k_max}): products, masking, two-stage top-K": median_seconds(
+                ranker, args.repeats
+            ),
+            "score products alone": median_seconds(products, args.repeats),
+            f"torch.topk (K = {k_max}) over the score blocks alone": median_seconds(
+                torch_top_k, args.repeats
+            ),
         }
+    load_after = os.getloadavg()[0]
     print(
         f"{dataset.name}: {evaluator.n_users} users x {dataset.n_items} items, D = {args.dim}, "
-        f"{len(blocks)} blocks, {torch.get_num_threads()} torch threads"
+        f"{len(blocks)} blocks, {torch.get_num_threads()} torch threads, load average "
+        f"{load_before:.1f} before, {load_after:.1f} after"
     )
     print("| part | s |")
     print("|---|---:|")

@@ -87,5 +87,42 @@ def test_training_items_are_never_recommended(tiny_dataset: Dataset) -> None:
 def test_evaluator_rejects_bad_arguments(tiny_dataset: Dataset) -> None:
     with pytest.raises(DataError, match="'valid' or 'test'"):
         Evaluator(tiny_dataset, "train")
-    with pytest.raises(DataError, match="exceeds the number of items"):
-        Evaluator(tiny_dataset, "test", ks=[10_000])
+
+
+def test_cut_offs_above_the_catalogue_rank_every_item(tiny_dataset: Dataset) -> None:
+    # 40 items: K = 50 ranks all 40 (recall@50 = recall@40, precision@50 divides by 50)
+    gen = torch.Generator().manual_seed(5)
+    users = torch.randn(tiny_dataset.n_users, 8, generator=gen)
+    items = torch.randn(tiny_dataset.n_items, 8, generator=gen)
+    with pytest.warns(UserWarning, match=r"40 items.*K=\[50\].*set ks=\[5, 40\]"):
+        evaluator = Evaluator(tiny_dataset, "test", ks=[5, 40, 50])
+    got = evaluator.evaluate(users, items)
+    assert got["recall@50"] == pytest.approx(got["recall@40"]) == pytest.approx(1.0)
+    assert got["ndcg@50"] == pytest.approx(got["ndcg@40"])
+    assert got["precision@50"] == pytest.approx(got["precision@40"] * 40 / 50)
+    assert got["recall@5"] == pytest.approx(
+        brute_force(tiny_dataset, "test", users, items, 5)["recall@5"]
+    )
+
+
+def test_per_user_values_average_to_the_means(tiny_dataset: Dataset) -> None:
+    gen = torch.Generator().manual_seed(6)
+    users = torch.randn(tiny_dataset.n_users, 8, generator=gen)
+    items = torch.randn(tiny_dataset.n_items, 8, generator=gen)
+    evaluator = Evaluator(tiny_dataset, "valid", ks=[5, 10], batch_size=9)
+    per_user = evaluator.evaluate(users, items, per_user=True)
+    expected_users = np.flatnonzero(np.diff(tiny_dataset.valid.indptr) > 0)
+    assert np.array_equal(per_user.users, expected_users)
+    assert set(per_user.values) == set(evaluator.evaluate(users, items))
+    for name, mean in evaluator.evaluate(users, items).items():
+        assert per_user.values[name].shape == (len(expected_users),)
+        assert per_user.values[name].mean() == pytest.approx(mean, abs=1e-9)
+    # one user's values by hand: recall@10 = hits in the top 10 / held-out items
+    u, row = int(expected_users[3]), 3
+    scores = (users[u] @ items.T).numpy()
+    scores[tiny_dataset.train[u].indices] = -np.inf
+    top = np.argsort(-scores, kind="stable")[:10]
+    truth = set(tiny_dataset.valid[u].indices.tolist())
+    recall = sum(i in truth for i in top) / len(truth)
+    assert per_user.values["recall@10"][row] == pytest.approx(recall)
+    assert set(per_user.arrays()) == {"users", *per_user.values}

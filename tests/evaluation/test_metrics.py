@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from lmmrec.errors import ConfigError
-from lmmrec.evaluation.metrics import parse_metric, ranking_metric_sums
+from lmmrec.evaluation.metrics import parse_metric, ranking_metrics
 
 
 def test_metrics_match_hand_computed_values() -> None:
     # one user, 2 held-out items, hits at ranks 1 and 3 of the top 5
     hits = torch.tensor([[1.0, 0.0, 1.0, 0.0, 0.0]])
-    sums = ranking_metric_sums(hits, torch.tensor([2]), [1, 3, 5])
+    sums = ranking_metrics(hits, torch.tensor([2]), [1, 3, 5])
     assert sums["recall@1"] == pytest.approx(0.5)
     assert sums["recall@3"] == pytest.approx(1.0)
     assert sums["precision@3"] == pytest.approx(2 / 3)
@@ -31,15 +31,15 @@ def test_metrics_match_hand_computed_values() -> None:
 
 def test_recall_denominator_is_not_capped_at_k() -> None:
     # 10 held-out items, all 5 of the top 5 are hits: recall@5 = 5/10 (MMRec), NDCG@5 = 1
-    sums = ranking_metric_sums(torch.ones(1, 5), torch.tensor([10]), [5])
+    sums = ranking_metrics(torch.ones(1, 5), torch.tensor([10]), [5])
     assert sums["recall@5"] == pytest.approx(0.5)
     assert sums["ndcg@5"] == pytest.approx(1.0)
     assert sums["map@5"] == pytest.approx(1.0)
 
 
-def test_sums_add_over_users() -> None:
+def test_metrics_are_per_user() -> None:
     hits = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
-    sums = ranking_metric_sums(hits, torch.tensor([1, 3]), [2])
+    sums = {n: v.sum() for n, v in ranking_metrics(hits, torch.tensor([1, 3]), [2]).items()}
     assert sums["recall@2"] == pytest.approx(1.0)  # 1/1 + 0/3
     assert sums["hit@2"] == pytest.approx(1.0)
     assert sums["ndcg@2"] == pytest.approx(1 / math.log2(3))

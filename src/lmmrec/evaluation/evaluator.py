@@ -1,18 +1,24 @@
 """Full-ranking evaluation over all items (DESIGN.md: "every recommender ends in an inner product").
 
-The model's final vectors are computed once (``model.embed``); users are then scored in blocks
-(``user_vecs[block] @ item_vecs.T``), the items each user saw in training are masked, and
-``torch.topk`` + ``gather`` give the hits: no Python loop over users, and no per-block re-run of the
-model (MMRec redoes the whole graph forward for every block).
+The model's final vectors are computed once (``model.embed``); the one ranker
+(:mod:`lmmrec.evaluation.ranking`) scores the split's users in blocks, masks the items each saw in
+training and returns their top-K items, and the hits are looked up in the held-out items by a
+binary search over sorted ``row * I + item`` keys: no Python loop over users, and no per-block
+re-run of the model (MMRec redoes the whole graph forward for every block).
 
 Masking protocol (default = MMRec's): only **training** items are excluded from the ranking, for
 validation and for test. ``mask_valid_at_test=True`` also excludes validation items when ranking
 for test (Cornac's protocol), so a known validation positive cannot take a test slot.
+
+A cut-off larger than the catalogue ranks every item (``metric@K`` is then computed from the
+whole list, see :func:`~lmmrec.evaluation.metrics.ranking_metrics`), with one warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import scipy.sparse as sp
@@ -20,23 +26,29 @@ import torch
 
 from lmmrec.data.dataset import Dataset
 from lmmrec.errors import DataError
-from lmmrec.evaluation.metrics import ranking_metric_sums
+from lmmrec.evaluation.metrics import ranking_metrics
+from lmmrec.evaluation.ranking import Ranker
 
 
-def _block_flat_indices(matrix: sp.csr_matrix, rows: np.ndarray, n_cols: int) -> np.ndarray:
-    """Flat indices ``r * n_cols + c`` of the non-zeros of ``matrix[rows]`` (``r`` block-local)."""
-    sub = matrix[rows]
-    local_rows = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(sub.indptr))
-    return local_rows * n_cols + sub.indices.astype(np.int64)
+@dataclass(frozen=True)
+class PerUserMetrics:
+    """Every metric for every evaluated user, for paired tests across systems.
 
+    Attributes:
+        users: ``[R]`` user indices (increasing), the same for every evaluation of a split.
+        values: ``{"recall@20": [R] float64 array, ...}``.
+    """
 
-@dataclass
-class _Block:
-    users: torch.Tensor  # [B] user indices
-    masked: torch.Tensor  # [M] flat indices into the [B, I] score block
-    relevant: torch.Tensor  # [R] flat indices of held-out items
-    n_relevant: torch.Tensor  # [B]
-    row_offsets: torch.Tensor  # [B, 1] = row * n_items
+    users: np.ndarray
+    values: dict[str, np.ndarray]
+
+    def mean(self) -> dict[str, float]:
+        """The means :meth:`Evaluator.evaluate` returns without ``per_user``."""
+        return {name: float(value.mean()) for name, value in self.values.items()}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """``{"users": ..., "recall@20": ..., ...}``, ready for ``np.savez``."""
+        return {"users": self.users, **self.values}
 
 
 class Evaluator:
@@ -44,7 +56,7 @@ class Evaluator:
 
     Args:
         dataset: the data; ``split`` is ``"valid"`` or ``"test"``.
-        ks: cut-offs K.
+        ks: cut-offs K; those above the number of items rank all items (with a warning).
         mask_valid_at_test: for ``split="test"``, also mask validation items (see module doc).
         batch_size: users per scoring block.
         device: where the ranking runs (the vectors are moved there).
@@ -64,51 +76,67 @@ class Evaluator:
             raise DataError(f"evaluation split must be 'valid' or 'test', got {split!r}")
         self.split = split
         self.ks = sorted(set(ks))
-        if self.ks[-1] > dataset.n_items:
-            raise DataError(f"K={self.ks[-1]} exceeds the number of items ({dataset.n_items})")
         self.n_items = dataset.n_items
+        self.list_length = min(self.ks[-1], self.n_items)  # L: items ranked per user
+        if self.ks[-1] > self.n_items:
+            too_large = [k for k in self.ks if k > self.n_items]
+            warnings.warn(
+                f"dataset {dataset.name!r} has {self.n_items} items, fewer than the cut-off(s) "
+                f"K={too_large}: those metrics rank all {self.n_items} items; set "
+                f"ks={[k for k in self.ks if k <= self.n_items] or [self.n_items]} (and a "
+                "valid_metric among them) to report only cut-offs below the catalogue size",
+                stacklevel=2,
+            )
+        self.batch_size = batch_size
         self.device = torch.device(device)
         held_out = dataset.split(split)
         seen = dataset.train
         if split == "test" and mask_valid_at_test:
             seen = (seen + dataset.valid).tocsr()
             seen.data[:] = 1.0
-        users = np.flatnonzero(np.diff(held_out.indptr) > 0)
-        self.n_users = len(users)
+        self.users = np.flatnonzero(np.diff(held_out.indptr) > 0)  # [R]
+        self.n_users = len(self.users)
         if self.n_users == 0:
             raise DataError(f"dataset {dataset.name!r}: the {split} split has no users to evaluate")
-        self._blocks = [
-            _Block(
-                users=torch.from_numpy(rows).to(self.device),
-                masked=torch.from_numpy(_block_flat_indices(seen, rows, self.n_items)).to(
-                    self.device
-                ),
-                relevant=torch.from_numpy(_block_flat_indices(held_out, rows, self.n_items)).to(
-                    self.device
-                ),
-                n_relevant=torch.from_numpy(np.diff(held_out[rows].indptr)).to(self.device),
-                row_offsets=(torch.arange(len(rows), device=self.device) * self.n_items)[:, None],
-            )
-            for rows in np.array_split(users, max(1, -(-len(users) // batch_size)))
-        ]
+        self._seen: sp.csr_matrix = seen[self.users]  # [R, I]
+        held = held_out[self.users]  # [R, I], sorted columns
+        rows = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(held.indptr))
+        # sorted, since CSR rows come in order with sorted columns
+        self._relevant = torch.from_numpy(rows * self.n_items + held.indices).to(self.device)
+        self._n_relevant = torch.from_numpy(np.diff(held.indptr)).to(self.device)  # [R]
+        self._users = torch.from_numpy(self.users).to(self.device)
+
+    @overload
+    def evaluate(
+        self, user_vecs: torch.Tensor, item_vecs: torch.Tensor, per_user: Literal[False] = ...
+    ) -> dict[str, float]: ...
+
+    @overload
+    def evaluate(
+        self, user_vecs: torch.Tensor, item_vecs: torch.Tensor, per_user: Literal[True]
+    ) -> PerUserMetrics: ...
 
     @torch.inference_mode()
-    def evaluate(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> dict[str, float]:
-        """Mean metrics over the split's users from final vectors ``[U, D]`` and ``[I, D]``.
+    def evaluate(
+        self, user_vecs: torch.Tensor, item_vecs: torch.Tensor, per_user: bool = False
+    ) -> dict[str, float] | PerUserMetrics:
+        """Metrics over the split's users from final vectors ``[U, D]`` and ``[I, D]``.
 
         Returns:
-            ``{"recall@20": 0.071, "ndcg@20": ..., ...}`` for every metric and K.
+            ``{"recall@20": 0.071, "ndcg@20": ..., ...}``, the mean over users of every metric
+            at every K; with ``per_user=True`` a :class:`PerUserMetrics` with each user's values.
         """
-        user_vecs = user_vecs.to(self.device, torch.float32)
-        item_vecs_t = item_vecs.to(self.device, torch.float32).T.contiguous()  # [D, I]
-        k_max = self.ks[-1]
-        totals: dict[str, torch.Tensor] = {}
-        for block in self._blocks:
-            scores = user_vecs[block.users] @ item_vecs_t  # [B, I]
-            scores.view(-1)[block.masked] = -torch.inf
-            top = scores.topk(k_max, dim=1, sorted=True).indices  # [B, K_max]
-            flat_top = top + block.row_offsets  # [B, K_max] flat indices into the block
-            hits = torch.isin(flat_top, block.relevant).float()  # [B, K_max]
-            for name, value in ranking_metric_sums(hits, block.n_relevant, self.ks).items():
-                totals[name] = totals.get(name, 0.0) + value
-        return {name: float(total) / self.n_users for name, total in totals.items()}
+        ranker = Ranker(item_vecs.to(self.device))
+        queries = user_vecs.to(self.device, torch.float32)[self._users]  # [R, D]
+        top = ranker.top_k(queries, self.list_length, seen=self._seen, block_size=self.batch_size)
+        rows = torch.arange(self.n_users, device=self.device)[:, None]  # [R, 1]
+        flat = rows * self.n_items + top.items  # [R, L]
+        found = torch.searchsorted(self._relevant, flat).clamp_(max=len(self._relevant) - 1)
+        hits = (self._relevant[found] == flat).float()  # [R, L]
+        values = ranking_metrics(hits, self._n_relevant, self.ks)
+        if per_user:
+            return PerUserMetrics(
+                users=self.users.copy(),
+                values={name: v.double().cpu().numpy() for name, v in values.items()},
+            )
+        return {name: float(v.double().mean()) for name, v in values.items()}

@@ -36,38 +36,42 @@ def parse_metric(name: str) -> tuple[str, int]:
     return metric, int(k)
 
 
-def ranking_metric_sums(
+def ranking_metrics(
     hits: torch.Tensor, n_relevant: torch.Tensor, ks: list[int]
 ) -> dict[str, torch.Tensor]:
-    """Per-metric sums over a block of users (divide by the user count for the mean).
+    """Every metric at every cut-off, per user.
 
     Args:
-        hits: ``[B, K_max]`` 0/1 float, ``hits[b, r]`` = the item at rank ``r + 1`` is held out.
-        n_relevant: ``[B]`` number of held-out items per user (all >= 1).
-        ks: cut-offs, each <= ``K_max``.
+        hits: ``[B, L]`` 0/1 float, ``hits[b, r]`` = the item at rank ``r + 1`` is held out. ``L``
+            may be smaller than a cut-off when the catalogue has fewer items: the list then holds
+            every item, and ``metric@K`` is computed from it by the definitions above (recall and
+            NDCG equal their values at ``L``; precision still divides by ``K``).
+        n_relevant: ``[B]`` number of held-out items per user (all >= 1, at most ``L``).
+        ks: cut-offs.
 
     Returns:
-        ``{"recall@K": scalar tensor, ...}`` for every metric in :data:`METRICS` and K in ``ks``.
+        ``{"recall@K": [B] tensor, ...}`` for every metric in :data:`METRICS` and K in ``ks``.
     """
-    k_max = hits.shape[1]
-    ranks = torch.arange(1, k_max + 1, device=hits.device, dtype=hits.dtype)  # [K_max]
-    discounts = 1.0 / torch.log2(ranks + 1.0)  # [K_max]
-    cum_hits = hits.cumsum(1)  # [B, K_max]
-    dcg = (hits * discounts).cumsum(1)  # [B, K_max]
-    ideal = discounts.cumsum(0)  # [K_max], IDCG with r relevant items = ideal[r - 1]
-    avg_precision = (hits * cum_hits / ranks).cumsum(1)  # [B, K_max]
+    length = hits.shape[1]
+    ranks = torch.arange(1, length + 1, device=hits.device, dtype=hits.dtype)  # [L]
+    discounts = 1.0 / torch.log2(ranks + 1.0)  # [L]
+    cum_hits = hits.cumsum(1)  # [B, L]
+    dcg = (hits * discounts).cumsum(1)  # [B, L]
+    ideal = discounts.cumsum(0)  # [L], IDCG with r relevant items = ideal[r - 1]
+    avg_precision = (hits * cum_hits / ranks).cumsum(1)  # [B, L]
     n_relevant = n_relevant.to(hits.dtype)
-    sums: dict[str, torch.Tensor] = {}
+    values: dict[str, torch.Tensor] = {}
     for k in ks:
-        found = cum_hits[:, k - 1]  # [B]
+        last = min(k, length) - 1  # the list ends at rank L when K > L
+        found = cum_hits[:, last]  # [B]
         capped = torch.clamp(n_relevant, max=k)  # [B], min(|T|, K)
         per_user = {
             "recall": found / n_relevant,
-            "ndcg": dcg[:, k - 1] / ideal[capped.long() - 1],
+            "ndcg": dcg[:, last] / ideal[capped.long() - 1],
             "precision": found / k,
-            "map": avg_precision[:, k - 1] / capped,
+            "map": avg_precision[:, last] / capped,
             "hit": (found > 0).to(hits.dtype),
         }
         for metric in METRICS:
-            sums[metric_name(metric, k)] = per_user[metric].sum()
-    return sums
+            values[metric_name(metric, k)] = per_user[metric]
+    return values

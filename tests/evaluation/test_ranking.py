@@ -1,0 +1,125 @@
+"""The one ranker against ``torch.topk`` and a stable descending sort, ties included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from lmmrec.errors import DataError
+from lmmrec.evaluation.ranking import Ranker, top_k
+
+
+def _reference(
+    user_vecs: torch.Tensor, item_vecs: torch.Tensor, seen: sp.csr_matrix | None, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, items)`` of a stable descending sort: equal scores keep the lower item first."""
+    scores = user_vecs @ item_vecs.T
+    if seen is not None:
+        scores[torch.from_numpy(seen.toarray() != 0)] = -torch.inf
+    ranked = torch.sort(scores, dim=1, descending=True, stable=True)
+    return ranked.values[:, :k], ranked.indices[:, :k]
+
+
+def _exact_vectors(n: int, dim: int, gen: torch.Generator) -> torch.Tensor:
+    """Multiples of 1/16 below 20 in size: every inner product is exact in float32, so any
+    summation order (the ranker's blocks, a reference product) gives the same scores."""
+    return torch.randint(-300, 301, (n, dim), generator=gen).float() / 16
+
+
+def _seen(n_users: int, n_items: int, density: float, seed: int) -> sp.csr_matrix:
+    return sp.random(n_users, n_items, density=density, format="csr", random_state=seed)
+
+
+@pytest.mark.parametrize(
+    ("n_users", "n_items", "k"),
+    [(300, 5000, 50), (50, 40, 10), (100, 3000, 1), (64, 1000, 200), (80, 20000, 20)],
+)
+def test_matches_torch_topk(n_users: int, n_items: int, k: int) -> None:
+    gen = torch.Generator().manual_seed(n_items)
+    users = _exact_vectors(n_users, 16, gen)
+    items = _exact_vectors(n_items, 16, gen)
+    seen = _seen(n_users, n_items, 0.05, seed=k)
+    got = top_k(users, items, k, seen=seen, block_size=37)
+    scores = users @ items.T
+    scores[torch.from_numpy(seen.toarray() != 0)] = -torch.inf
+    expected = scores.topk(k, dim=1)
+    assert torch.equal(got.scores, expected.values)
+    # equal scores (rare here) are the only place where torch.topk's items may differ
+    distinct = (expected.values[:, 1:] != expected.values[:, :-1]).all(dim=1)
+    assert torch.equal(got.items[distinct], expected.indices[distinct])
+    assert torch.equal(got.items, _reference(users, items, seen, k)[1])
+
+
+@pytest.mark.parametrize(("n_items", "k"), [(5000, 50), (3000, 1), (997, 20), (40, 10)])
+def test_planted_ties_go_to_the_lower_item(n_items: int, k: int) -> None:
+    # integer vectors: most scores tie, within the top K and across its boundary
+    gen = torch.Generator().manual_seed(k)
+    users = torch.randint(-2, 3, (120, 4), generator=gen).float()
+    items = torch.randint(-2, 3, (n_items, 4), generator=gen).float()
+    seen = _seen(120, n_items, 0.05, seed=1)
+    got = top_k(users, items, k, seen=seen, block_size=50)
+    values, indices = _reference(users, items, seen, k)
+    assert torch.equal(got.scores, values)
+    assert torch.equal(got.items, indices)
+    # the scores are torch.topk's (which orders equal scores arbitrarily)
+    scores = users @ items.T
+    scores[torch.from_numpy(seen.toarray() != 0)] = -torch.inf
+    assert torch.equal(got.scores, scores.topk(k, dim=1).values)
+
+
+def test_ties_planted_only_at_the_boundary() -> None:
+    # distinct scores except for one value repeated in many groups at the K-th place
+    n_items, k = 4000, 20
+    scores = torch.randn(3, n_items).double().abs().float() + 10.0
+    scores[:, 3000:] = torch.linspace(0, 1, 1000)  # below everything
+    scores[:, : k + 30] = torch.arange(k + 30, 0, -1).float()[None, :] + 20.0
+    scores[:, k - 1 :: 97] = scores[0, k - 1]  # the K-th value, spread over many groups
+    items = torch.eye(n_items)  # one-hot: user vector = its scores
+    got = top_k(scores, items, k)
+    values, indices = _reference(scores, items, None, k)
+    assert torch.equal(got.scores, values)
+    assert torch.equal(got.items, indices)
+
+
+def test_users_with_fewer_unseen_items_than_k_get_minus_inf() -> None:
+    users = torch.randn(4, 3)
+    items = torch.randn(30, 3)
+    seen = sp.csr_matrix(np.ones((4, 30)))
+    seen[0, :5] = 0
+    seen.eliminate_zeros()
+    got = top_k(users, items, 8, seen=seen)
+    assert torch.isfinite(got.scores[0]).sum() == 5
+    assert set(got.items[0, :5].tolist()) == set(range(5))
+    assert torch.isinf(got.scores[1:]).all()
+    assert torch.equal(got.items[1], torch.arange(8))  # ties among -inf: lower items first
+
+
+def test_users_and_candidates_select_rows_and_items() -> None:
+    gen = torch.Generator().manual_seed(7)
+    users = _exact_vectors(20, 8, gen)
+    items = _exact_vectors(3000, 8, gen)
+    seen = _seen(20, 3000, 0.1, seed=2)
+    rows = np.array([4, 0, 19])
+    candidates = np.arange(2999, 0, -3)  # [1000], any order
+    got = Ranker(items).top_k(users, 10, users=rows, seen=seen, candidates=candidates)
+    scores = users[rows] @ items.T
+    scores[torch.from_numpy(seen[rows].toarray() != 0)] = -torch.inf
+    allowed = torch.full_like(scores, -torch.inf)
+    allowed[:, candidates] = scores[:, candidates]
+    values, indices = torch.sort(allowed, dim=1, descending=True, stable=True)
+    assert torch.equal(got.scores, values[:, :10])
+    assert torch.equal(got.items, indices[:, :10])
+
+
+def test_bad_arguments_name_the_fix() -> None:
+    ranker = Ranker(torch.randn(30, 4))
+    with pytest.raises(DataError, match="k=31 is out of range"):
+        ranker.top_k(torch.randn(2, 4), 31)
+    with pytest.raises(DataError, match="k=0"):
+        ranker.top_k(torch.randn(2, 4), 0)
+    with pytest.raises(DataError, match="same model"):
+        ranker.top_k(torch.randn(2, 5), 3)
+    with pytest.raises(DataError, match="one row per user"):
+        ranker.top_k(torch.randn(2, 4), 3, seen=sp.csr_matrix((3, 30)))
