@@ -129,6 +129,11 @@ class DualEncoder(PairEncoder):
         computes these once per item and trains the heads on them."""
         return super().forward(inputs)
 
+    def towers_encoder(self) -> PairEncoder:
+        """The two towers alone, as the ``pair`` encoder that makes :meth:`towers`' vectors
+        (its ``describe()`` identifies stored features those towers made)."""
+        return PairEncoder(self.image_encoder, self.text_encoder)
+
     def project(
         self, towers: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:

@@ -25,7 +25,9 @@ Dimensions: I items, n distinct items of a step, d_m output size of modality m.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -35,6 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lmmrec.data.dataset import Dataset
+from lmmrec.data.features import FeatureSet
 from lmmrec.data.sampling import Batch
 from lmmrec.encoders.base import INPUT_MODALITIES, ItemEncoder
 from lmmrec.encoders.features import CatalogBatches
@@ -47,6 +50,7 @@ from lmmrec.training.sources import StepModule
 logger = logging.getLogger(__name__)
 
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+PRESENCE_KEYS = ("image_present", "text_present")
 
 
 @runtime_checkable
@@ -54,6 +58,8 @@ class HeadedEncoder(Protocol):
     """An encoder whose outputs are projection heads over tower vectors (``dual``)."""
 
     def towers(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def towers_encoder(self) -> ItemEncoder: ...
 
     def project(
         self, towers: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
@@ -102,6 +108,19 @@ def _rows(inputs: dict[str, torch.Tensor], items: torch.Tensor) -> dict[str, tor
     return rows
 
 
+def _made_by(encoder: ItemEncoder, stored: Iterable[FeatureSet]) -> ItemFeatures | None:
+    """The vectors of the first feature set in ``stored`` that ``encoder`` made, or None."""
+    wanted = encoder.describe()
+    for features in stored:
+        made = features.manifest.get("encoder", {})
+        policy = features.manifest.get("missing", {}).get("policy")
+        same = all(made.get(k) == wanted[k] for k in ("weights_hash", "preprocessing", "dims"))
+        if same and policy == "zeros" and set(features.arrays) >= set(wanted["dims"]):
+            logger.info("tower vectors taken from feature set %s", features.name)
+            return {m: torch.from_numpy(features.arrays[m]) for m in wanted["dims"]}
+    return None
+
+
 class ItemEncoding(nn.Module):
     """An encoder over a fixed catalogue: items (indices) in, ``{modality: [n, d_m]}`` out.
 
@@ -141,12 +160,15 @@ class ItemEncoding(nn.Module):
             self.inputs.register_buffer(key, tensor, persistent=False)
         self.tower_cache: nn.Module | None = None
 
-    def _input_rows(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
-        return _rows({k: getattr(self.inputs, k) for k in self.input_keys}, items)
+    def _input_rows(self, items: torch.Tensor, keys: Sequence[str] | None = None) -> dict:
+        """The inputs of ``items`` (only ``keys`` when given) -> ``{key: [n, ...]}``."""
+        keys = self.input_keys if keys is None else [k for k in keys if k in self.input_keys]
+        return _rows({k: getattr(self.inputs, k) for k in keys}, items)
 
-    def cache_towers_if_frozen(self) -> bool:
-        """Compute the tower vectors of every item once when only the heads train; returns
-        whether the cache is in use."""
+    def cache_towers_if_frozen(self, stored: Iterable[FeatureSet] = ()) -> bool:
+        """When only the heads train, compute the tower vectors of every item once, or take
+        them from a ``stored`` feature set that those towers made (same weights hash,
+        preprocessing and dimensions, ``zeros`` policy); returns whether the cache is in use."""
         heads = {id(p) for m in self.encoder.layout().projections for p in m.parameters()}
         trainable = [p for p in self.encoder.parameters() if p.requires_grad]
         if not isinstance(self.encoder, HeadedEncoder) or any(
@@ -154,28 +176,37 @@ class ItemEncoding(nn.Module):
         ):
             self.tower_cache = None
             return False
+        vectors = _made_by(self.encoder.towers_encoder(), stored)
+        if vectors is None:
+            with self._inference():
+                parts = [
+                    self.encoder.towers(self._input_rows(chunk))
+                    for chunk in self._all_chunks("encode towers")
+                ]
+            vectors = {m: torch.cat([p[m] for p in parts]) for m in parts[0]}
         cache = nn.Module()
-        device = next(iter(self.inputs.buffers())).device
-        with torch.no_grad():
-            parts = [
-                self.encoder.towers(self._input_rows(chunk))
-                for chunk in torch.arange(self._n_items(), device=device).split(self.chunk_size)
-            ]
-        for modality in parts[0]:
-            tensor = torch.cat([p[modality] for p in parts]).float()
-            cache.register_buffer(modality, tensor, persistent=False)
+        device = getattr(self.inputs, self.input_keys[0]).device
+        for modality, tensor in vectors.items():
+            cache.register_buffer(modality, tensor.float().to(device), persistent=False)
         self.tower_cache = cache
         return True
 
     def _n_items(self) -> int:
         return int(getattr(self.inputs, self.input_keys[0]).shape[0])
 
+    def _all_chunks(self, desc: str) -> Iterator[torch.Tensor]:
+        """Every item's index in chunks of ``chunk_size``, with a progress bar (on a terminal)."""
+        device = getattr(self.inputs, self.input_keys[0]).device
+        chunks = torch.arange(self._n_items(), device=device).split(self.chunk_size)
+        yield from tqdm(chunks, desc=desc, unit="chunk", leave=False, disable=None)
+
     def _encode_chunk(self, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        rows = self._input_rows(items)
-        if self.tower_cache is not None:
+        if self.tower_cache is not None:  # the heads need the presence masks only
+            rows = self._input_rows(items, PRESENCE_KEYS)
             towers = {m: t[items] for m, t in self.tower_cache.named_buffers()}
             out = self.encoder.project(towers, rows)
         else:
+            rows = self._input_rows(items)
             out = self.encoder(rows)
         for modality in INPUT_MODALITIES:
             if modality in out and f"{modality}_present" in rows:
@@ -185,8 +216,11 @@ class ItemEncoding(nn.Module):
 
     def forward(self, items: torch.Tensor) -> ItemFeatures:
         """``items`` ``[n]`` -> ``{modality: [n, d_m]}`` with gradients, chunk by chunk."""
+        return self._encode(items.split(self.chunk_size))
+
+    def _encode(self, parts: Iterable[torch.Tensor]) -> ItemFeatures:
         chunks = []
-        for part in items.split(self.chunk_size):
+        for part in parts:
             if self.activation_checkpointing and torch.is_grad_enabled():
                 chunks.append(checkpoint(self._encode_chunk, part, use_reentrant=False))
             else:
@@ -196,15 +230,20 @@ class ItemEncoding(nn.Module):
     def encode_all(self) -> ItemFeatures:
         """Every item's outputs ``{modality: [I, d_m]}`` in float32, without gradients, with
         the encoder in eval mode."""
+        with self._inference():
+            feats = self._encode(self._all_chunks("encode items"))
+        return {m: t.float() for m, t in feats.items()}
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """The encoder in eval mode, without gradients, for the block."""
         was_training = self.encoder.training
         self.encoder.eval()
-        device = next(iter(self.inputs.buffers())).device
         try:
             with torch.no_grad():
-                feats = self(torch.arange(self._n_items(), device=device))
+                yield
         finally:
             self.encoder.train(was_training)
-        return {m: t.float() for m, t in feats.items()}
 
 
 class FeatureBank(nn.Module):
@@ -331,6 +370,4 @@ class EndToEnd(StepModule):
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self.stale = True  # re-encode at the next epoch: the same values, recomputed
-        if self.encoding.tower_cache is not None:
-            self.encoding.cache_towers_if_frozen()
-        return result
+        return result  # a tower cache stays valid: the towers it caches never train

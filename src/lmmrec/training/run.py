@@ -24,7 +24,7 @@ from lmmrec.io import read_json, write_json
 from lmmrec.models import registry
 from lmmrec.models.base import ItemFeatures, ModelInputs, Recommender
 from lmmrec.paths import lmmrec_home
-from lmmrec.runtime import seed_everything
+from lmmrec.runtime import Runtime, seed_everything
 from lmmrec.training.config import RunConfig, build_run_config
 from lmmrec.training.end2end import EndToEnd, ItemEncoding, catalog_inputs
 from lmmrec.training.sources import StepModule, StoredFeatures
@@ -106,6 +106,7 @@ def build_step(dataset: Dataset, config: RunConfig) -> StepModule:
         item_feats = select_features(dataset, config)
         return StoredFeatures(build_model(dataset, config, item_feats), item_feats)
     section = config.encoder
+    runtime = Runtime.resolve(config.train.device, config.train.precision)
     seed_everything(config.train.seed)
     encoder = build_encoder(section.spec, **section.options)
     encoder.apply_strategy(section.strategy)
@@ -116,9 +117,10 @@ def build_step(dataset: Dataset, config: RunConfig) -> StepModule:
         modalities,
         section.chunk_size,
         section.activation_checkpointing,
-    )
-    encoding.cache_towers_if_frozen()
-    initial = encoding.encode_all()
+    ).to(runtime.device)  # the catalogue is encoded where the run trains
+    with runtime.autocast():
+        encoding.cache_towers_if_frozen(dataset.features.values())
+        initial = {m: t.cpu() for m, t in encoding.encode_all().items()}  # models build on CPU
     return EndToEnd(build_model(dataset, config, initial), encoding, section, initial)
 
 
