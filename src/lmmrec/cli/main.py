@@ -16,6 +16,7 @@ from lmmrec.cli.data import data_app
 from lmmrec.cli.encode import demo_features, encode, features_app
 from lmmrec.cli.experiment import experiment_app
 from lmmrec.cli.finetune import register_finetune
+from lmmrec.cli.serve import register_serving
 from lmmrec.errors import ConfigError, LmmrecError
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.add_typer(features_app, name="features")
 app.add_typer(experiment_app, name="experiment")
 app.command()(encode)
 register_finetune(app)
+register_serving(app)
 console = Console()
 REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 

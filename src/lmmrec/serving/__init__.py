@@ -1,0 +1,20 @@
+"""Serving: trained models as bundles (vectors, id maps, seen items), ranked by the one ranker.
+
+``export_bundle`` writes a bundle from a run, :class:`Service` answers requests in-process,
+:class:`Client` does the same in-process or over HTTP, and ``lmmrec serve`` puts the FastAPI app of
+:mod:`lmmrec.serving.api` (the ``serve`` extra: ``pip install 'lmmrec[serve]'``) in front of it.
+"""
+
+from lmmrec.serving.bundle import Bundle, export_bundle, load_bundle
+from lmmrec.serving.client import Client
+from lmmrec.serving.service import Query, RequestError, Service
+
+__all__ = [
+    "Bundle",
+    "Client",
+    "Query",
+    "RequestError",
+    "Service",
+    "export_bundle",
+    "load_bundle",
+]
