@@ -240,7 +240,7 @@ def test_vlmo_finetunes_with_itc_itm_and_mlm(shop: Dataset, shop_vlmo_checkpoint
 
 
 def test_objectives_that_do_not_fit_the_encoder(
-    shop: Dataset, dual_spec, sbert_folder, tmp_path
+    shop: Dataset, dual_spec, sbert_folder, vit_folder, tmp_path
 ) -> None:
     config = FinetuneConfig(mlm=True, epochs=1, **FAST)
     with pytest.raises(ConfigError, match="VLMo objectives"):
@@ -253,6 +253,9 @@ def test_objectives_that_do_not_fit_the_encoder(
             out=tmp_path / "b",
             progress=False,
         )
+    pair = f"pair:cnn:{vit_folder}+sbert:{sbert_folder}"
+    with pytest.raises(ConfigError, match="no shared image-text space"):
+        finetune(build(pair), shop, FinetuneConfig(**FAST), out=tmp_path / "c", progress=False)
     empty = Dataset(**{**shop.__dict__, "catalog": None})
     with pytest.raises(DataError, match="no item catalog"):
         training_pairs(empty, config)
@@ -287,3 +290,26 @@ def test_cli_finetune_then_encode_records_lineage(shop: Dataset, dual_spec: str,
     assert lineage["finetune"]["config"]["strategy"] == "projection"
     assert manifest["encoder"]["weights_hash"] == saved["weights_hash"]
     assert "adapted from" in "".join(encoded.output.split("\n"))
+
+
+def test_activation_checkpointing_and_workers_change_nothing(shop, dual_spec, tmp_path) -> None:
+    config = FinetuneConfig(strategy="top:1", lr=3e-3, epochs=1, **FAST)
+    plain = finetune(build(dual_spec, dim=8), shop, config, out=tmp_path / "a", progress=False)
+    other = config.model_copy(update={"activation_checkpointing": True, "num_workers": 1})
+    checked = finetune(build(dual_spec, dim=8), shop, other, out=tmp_path / "b", progress=False)
+    assert checked.history[0]["loss"] == pytest.approx(plain.history[0]["loss"], rel=1e-5)
+    assert checked.after == pytest.approx(plain.after)
+
+
+def test_projection_trains_the_heads_on_cached_towers(shop, dual_spec, tmp_path) -> None:
+    config = FinetuneConfig(strategy="projection", lr=1e-2, epochs=3, **FAST)
+    cached = finetune(build(dual_spec, dim=16), shop, config, out=tmp_path / "a", progress=False)
+    plain_config = config.model_copy(update={"cache_towers": False})
+    plain = finetune(
+        build(dual_spec, dim=16), shop, plain_config, out=tmp_path / "b", progress=False
+    )
+    assert cached.before == plain.before  # the same vectors, from the cache or the towers
+    assert cached.after["mean_recall"] > cached.before["mean_recall"]
+    # the saved heads give, through the whole encoder, the scores the cache reported
+    again = evaluate_retrieval(cached.encoder(), shop, training_pairs(shop, config).holdout)
+    assert again == pytest.approx(cached.after, abs=1e-6)

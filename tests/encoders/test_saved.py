@@ -78,7 +78,6 @@ def test_round_trip_keeps_adapters_heads_and_temperature(case, spec_of, tmp_path
     assert loaded.describe()["weights_hash"] == encoder.describe()["weights_hash"]
     lineage = loaded.describe()["lineage"]
     assert lineage["checkpoint_hash"] == manifest["tensors"]["sha256"]
-    assert lineage["folder"] == str(folder.resolve())
     # saving the loaded encoder again writes the same tensors
     again = loaded.save(tmp_path / "again")
     assert json.loads((again / MANIFEST).read_text())["tensors"] == manifest["tensors"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -56,7 +57,9 @@ def finetune(
         f"fine-tuning {model.spec} on {data.name} ({config.strategy}, lr {config.lr:g}, at most "
         f"{config.epochs} epochs, early stopping on held-out retrieval)"
     )
+    began = time.perf_counter()
     result = run_finetune(model, data, config, out=out, resume=resume)
+    seconds = time.perf_counter() - began
     pairs = result.pairs
     console.print(
         retrieval_table(
@@ -69,7 +72,8 @@ def finetune(
     console.print(
         f"trained on {pairs['train']} pairs; skipped {pairs['skipped']} of {pairs['items']} "
         f"training items (no image {pairs['no_image']}, no text {pairs['no_text']}, unreadable "
-        f"image {pairs['unreadable_image']}); {result.seconds:.1f} s"
+        f"image {pairs['unreadable_image']}); {seconds:.1f} s in all, {result.seconds:.1f} s "
+        "in epochs"
     )
     console.print(f"saved in {out}; extract features with: lmmrec encode --encoder {out} ...")
 

@@ -252,9 +252,9 @@ class ItemEncoder(nn.Module, ABC):
             )
         for model in models:
             if enabled:
-                model.gradient_checkpointing_enable({"use_reentrant": False})
+                model.activation_checkpointing_enable({"use_reentrant": False})
             else:
-                model.gradient_checkpointing_disable()
+                model.activation_checkpointing_disable()
 
     def save(self, folder: str | Path, *, lineage: dict[str, Any] | None = None) -> Path:
         """Write the encoder to ``folder`` (atomically): ``encoder.json`` (spec, build options,

@@ -14,7 +14,8 @@ negatives, MLM; ``shared/reference/paper.md`` §4.1) and CLIP's symmetric contra
   similarities, plus MLM when asked (:mod:`lmmrec.encoders.vlmo.objectives`);
 * **what trains**: a strategy of :meth:`~lmmrec.encoders.base.ItemEncoder.apply_strategy`
   (``projection``, ``top:N``, ``lora:R``, ``full``) plus the objective's own parameters (the
-  temperature, VLMo's ITM/MLM heads);
+  temperature, VLMo's ITM/MLM heads); when only ``dual``'s heads train, the towers' vectors are
+  computed once (:class:`TowerCache`);
 * **optimisation**: AdamW (no weight decay on biases, norms and the temperature), linear
   warm-up then cosine decay to 0, gradient-norm clipping, bf16 autocast on CUDA, optional
   activation checkpointing; shuffled item batches decoded in DataLoader workers;
@@ -26,7 +27,7 @@ negatives, MLM; ``shared/reference/paper.md`` §4.1) and CLIP's symmetric contra
   without pickles, RNG states, log). An interrupted run resumes from its last checkpoint and ends
   exactly where an uninterrupted one would.
 
-Dimensions: B pairs per batch, D embedding size.
+Dimensions: B pairs per batch, D embedding size (D_m of modality m's tower).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,9 @@ class FinetuneConfig(BaseModel):
     device: DeviceChoice = Field("auto", description="auto (CUDA when present), cpu or cuda")
     precision: PrecisionChoice = Field("auto", description="auto (bf16 on CUDA), fp32 or bf16")
     checkpoint_every: int = Field(1, ge=1, description="epochs between resumable checkpoints")
+    cache_towers: bool = Field(
+        True, description="only heads train: compute the tower outputs once (dual; no dropout)"
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -236,11 +240,17 @@ class ContrastiveObjective(Objective):
     """CLIP's symmetric ITC on the encoder's ``image`` and ``text`` outputs (B, D)."""
 
     def __init__(self, encoder: ItemEncoder) -> None:
-        missing = [m for m in INPUTS if m not in encoder.output_dims()]
+        dims = encoder.output_dims()
+        missing = [m for m in INPUTS if m not in dims]
         if missing:
             raise ConfigError(
                 f"encoder {encoder.spec!r} makes no {' or '.join(missing)} vectors; fine-tuning "
                 "aligns images with texts (use clip, dual or vlmo)"
+            )
+        if "fused" not in dims:  # encoders with a shared space fuse in it (clip, dual, vlmo)
+            raise ConfigError(
+                f"encoder {encoder.spec!r} has no shared image-text space (two separate "
+                "towers); use dual:<image spec>+<text spec>"
             )
         self.log_scale = encoder.contrastive_scale()
 
@@ -350,33 +360,42 @@ def _optimizer(encoder: ItemEncoder, config: FinetuneConfig, fused: bool) -> tor
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, fused=fused)
 
 
-def _loader(
-    encoder: ItemEncoder, dataset: Dataset, items: np.ndarray, batch_size: int, workers: int
-) -> tuple[CatalogBatches, DataLoader]:
+def usable_batches(
+    encoder: ItemEncoder,
+    dataset: Dataset,
+    items: np.ndarray,
+    *,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    unreadable: set[int],
+    desc: str | None = None,
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Batches of ``items``' pairs decoded in DataLoader workers, restricted to the rows whose
+    image loads (the others are added to ``unreadable``), on ``device``: (items, inputs).
+
+    ``desc`` names a progress bar (None: no bar).
+    """
     batches = CatalogBatches(
         dataset.catalog, encoder.preprocessor, INPUTS, 0, batch_size, items=items
     )
     loader = DataLoader(
         batches,
         batch_size=None,  # CatalogBatches yields whole batches
-        num_workers=workers,
-        prefetch_factor=2 if workers else None,
+        num_workers=num_workers,
+        prefetch_factor=2 if num_workers else None,
         generator=torch.Generator(),  # leaves the global RNG (dropout) to the model
     )
-    return batches, loader
-
-
-def _usable_rows(
-    status: dict[str, np.ndarray], rows: list[int], unreadable: set[int]
-) -> torch.Tensor:
-    """[B] bool of the batch's rows with both inputs; unreadable images are recorded."""
-    ok = (status["image"] == PRESENT) & (status["text"] == PRESENT)
-    unreadable.update(r for r, good in zip(rows, ok, strict=True) if not good)
-    return torch.as_tensor(np.asarray(ok))
-
-
-def _to(inputs: dict[str, torch.Tensor], keep: torch.Tensor, device: torch.device) -> dict:
-    return {k: v[keep].to(device, non_blocking=True) for k, v in inputs.items()}
+    bar = tqdm(loader, desc=desc, unit="batch", disable=desc is None, leave=False)
+    for b, (status, inputs) in enumerate(bar):
+        rows = batches.rows(b)
+        ok = (status["image"] == PRESENT) & (status["text"] == PRESENT)
+        unreadable.update(r for r, good in zip(rows, ok, strict=True) if not good)
+        keep = torch.as_tensor(np.asarray(ok))
+        yield (
+            [r for r, good in zip(rows, ok, strict=True) if good],
+            {k: v[keep].to(device, non_blocking=True) for k, v in inputs.items()},
+        )
 
 
 @torch.no_grad()
@@ -398,30 +417,195 @@ def evaluate_retrieval(
         unreadable: a set that collects the items whose image could not be decoded.
     """
     runtime = runtime or Runtime.resolve("auto", "auto")
-    unreadable = set() if unreadable is None else unreadable
-    batches, loader = _loader(encoder, dataset, items, batch_size, num_workers)
     was_training = encoder.training
     encoder.eval()
     vectors: dict[str, list[torch.Tensor]] = {"image": [], "text": []}
+    batches = usable_batches(
+        encoder,
+        dataset,
+        items,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=runtime.device,
+        unreadable=set() if unreadable is None else unreadable,
+        desc="retrieval" if progress else None,
+    )
     try:
         with runtime.autocast():
-            for b, (status, inputs) in enumerate(
-                tqdm(loader, desc="retrieval", unit="batch", disable=not progress, leave=False)
-            ):
-                keep = _usable_rows(status, batches.rows(b), unreadable)
-                out = encoder(_to(inputs, keep, runtime.device))
+            for _, inputs in batches:
+                out = encoder(inputs)
                 for modality in vectors:
                     vectors[modality].append(out[modality].float().cpu())  # (B, D)
     finally:
         encoder.train(was_training)
-    image, text = torch.cat(vectors["image"]), torch.cat(vectors["text"])
-    return retrieval_recall(image, text)
+    return retrieval_recall(torch.cat(vectors["image"]), torch.cat(vectors["text"]))
 
 
 def _data_hash(dataset: Dataset, pairs: Pairs) -> str:
     return hash_arrays(
         np.frombuffer(dataset.content_hash().encode(), dtype=np.uint8), pairs.train, pairs.holdout
     )
+
+
+class TowerCache:
+    """Outputs of an encoder's frozen towers for the fine-tuning pairs, computed once.
+
+    When only the heads above the towers train (``projection``) and the encoder's forward is
+    ``project(towers(inputs), inputs)`` (``dual``), each pair's tower vectors are computed once,
+    in eval mode, and every epoch trains the heads on them: an epoch then costs the heads, not
+    the towers. Exact for towers without dropout; for others it trains as if their dropout were off
+    (the usual linear-probe setting; ``cache_towers=false`` keeps it on).
+
+    Attributes:
+        rows: item index -> row of the cached matrices.
+        vectors: ``{"image": [n, D_i], "text": [n, D_t]}`` tower outputs of the usable pairs.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        items = np.concatenate([run.pairs.train, run.pairs.holdout])
+        self.rows: dict[int, int] = {}
+        parts: dict[str, list[torch.Tensor]] = {m: [] for m in INPUTS}
+        encoder = run.encoder
+        encoder.eval()
+        with torch.inference_mode(), run.runtime.autocast():
+            for rows, inputs in run.loaded(items, run.config.eval_batch_size, "tower outputs"):
+                towers = encoder.towers(inputs)
+                for modality in INPUTS:
+                    parts[modality].append(towers[modality].float())  # (B, D_m)
+                first = len(self.rows)
+                self.rows.update((item, first + i) for i, item in enumerate(rows))
+        self.vectors = {m: torch.cat(v) for m, v in parts.items()}
+
+    def batch(self, items: list[int]) -> dict[str, torch.Tensor]:
+        """Cached tower vectors ``{modality: [B, D_m]}`` of the given (usable) items."""
+        index = torch.tensor([self.rows[i] for i in items], device=self.vectors["image"].device)
+        return {m: v[index] for m, v in self.vectors.items()}
+
+
+class _Heads(nn.Module):
+    """Stands for the encoder in the objective when the towers are cached: inputs are the
+    cached tower vectors, outputs the projected ``image`` / ``text``."""
+
+    def __init__(self, encoder: ItemEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, towers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return _project(self.encoder, towers)
+
+
+def _project(encoder: ItemEncoder, towers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder's heads on tower vectors of pairs (both inputs present)."""
+    present = torch.ones(len(towers["image"]), dtype=torch.bool, device=towers["image"].device)
+    return encoder.project(towers, {"image_present": present, "text_present": present})
+
+
+@dataclass
+class _Run:
+    """One fine-tuning run's working parts (the loop is :func:`finetune`)."""
+
+    encoder: ItemEncoder
+    dataset: Dataset
+    pairs: Pairs
+    config: FinetuneConfig
+    runtime: Runtime
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    schedule: tuple[int, int]  # warm-up steps, total steps
+    progress: bool
+    np_rng: np.random.Generator
+    draws: torch.Generator
+    unreadable: set[int] = field(default_factory=set)
+    cache: TowerCache | None = None
+
+    def loaded(
+        self, items: np.ndarray, batch_size: int, desc: str | None
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        """:func:`usable_batches` with this run's workers, device and ``unreadable`` set."""
+        return usable_batches(
+            self.encoder,
+            self.dataset,
+            items,
+            batch_size=batch_size,
+            num_workers=self.config.num_workers,
+            device=self.runtime.device,
+            unreadable=self.unreadable,
+            desc=desc if self.progress else None,
+        )
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out retrieval (:func:`evaluate_retrieval`, or from the cached towers)."""
+        if self.cache is None:
+            return evaluate_retrieval(
+                self.encoder,
+                self.dataset,
+                self.pairs.holdout,
+                runtime=self.runtime,
+                batch_size=self.config.eval_batch_size,
+                num_workers=self.config.num_workers,
+                unreadable=self.unreadable,
+                progress=self.progress,
+            )
+        held_out = [i for i in self.pairs.holdout.tolist() if i in self.cache.rows]
+        self.encoder.eval()
+        with torch.no_grad(), self.runtime.autocast():
+            out = _project(self.encoder, self.cache.batch(held_out))
+        return retrieval_recall(out["image"].float().cpu(), out["text"].float().cpu())
+
+    def _batches(self, order: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:
+        """The epoch's training batches (>= 2 usable pairs each), as the objective's inputs."""
+        size = self.config.batch_size
+        if self.cache is None:
+            for rows, inputs in self.loaded(order, size, None):  # the epoch has its own bar
+                if len(rows) >= 2:
+                    yield inputs
+            return
+        for start in range(0, len(order), size):
+            usable = [i for i in order[start : start + size].tolist() if i in self.cache.rows]
+            if len(usable) >= 2:
+                yield self.cache.batch(usable)
+
+    def train_epoch(self, state: LoopState) -> dict[str, float]:
+        """One pass over the shuffled training pairs; returns the mean losses and the last lr."""
+        order = self.np_rng.permutation(self.pairs.train)
+        if len(order) % self.config.batch_size == 1:  # a last batch of one pair: no negatives
+            order = order[:-1]
+        model: nn.Module = self.encoder if self.cache is None else _Heads(self.encoder)
+        params = [p for p in self.encoder.parameters() if p.requires_grad]
+        sums: dict[str, float] = {}
+        steps = 0
+        self.encoder.train()
+        bar = tqdm(
+            self._batches(order),
+            desc=f"fine-tune epoch {state.epoch + 1}",
+            unit="batch",
+            total=math.ceil(len(order) / self.config.batch_size),
+            disable=not self.progress,
+        )
+        for inputs in bar:
+            lr = self.config.lr * lr_factor(state.step, *self.schedule)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with self.runtime.autocast():
+                loss, parts = self.objective(model, inputs, self.draws)  # type: ignore[arg-type]
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"fine-tuning loss is {loss.item()} at epoch {state.epoch + 1}, step "
+                    f"{state.step}; lower lr (now {self.config.lr:g}) or grad_clip"
+                )
+            loss.backward()
+            if self.config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            steps += 1
+            for name, value in {"loss": loss, **parts}.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        self.encoder.eval()
+        means = {k: v / max(steps, 1) for k, v in sums.items()} or {"loss": float("nan")}
+        return means | {"lr": self.optimizer.param_groups[0]["lr"], "steps": steps}
 
 
 def finetune(
@@ -470,24 +654,33 @@ def finetune(
     pairs = training_pairs(dataset, config)
     data_hash = _data_hash(dataset, pairs)
     base_hash = encoder.remember_base_weights()
+    objective = objective_for(encoder, config)
     seed_everything(config.seed)  # LoRA's initial A matrices, dropout
     encoder.apply_strategy(config.strategy)
-    objective = objective_for(encoder, config)
     for parameter in objective.parameters():
         parameter.requires_grad_(True)
     encoder.mark_tuned(objective.parameters())
     if config.activation_checkpointing:
         encoder.set_activation_checkpointing(True)
     encoder.to(runtime.device)
-    optimizer = _optimizer(encoder, config, fused=runtime.device.type == "cuda")
-    trainable = {n: p for n, p in encoder.named_parameters() if p.requires_grad}
     steps_per_epoch = len(pairs.train) // config.batch_size + (
         len(pairs.train) % config.batch_size >= 2
     )
     total_steps = steps_per_epoch * config.epochs
-    warmup_steps = round(config.warmup * total_steps)
-    np_rng = np.random.default_rng(config.seed)
-    draws = torch.Generator(device=runtime.device).manual_seed(config.seed)
+    run = _Run(
+        encoder=encoder,
+        dataset=dataset,
+        pairs=pairs,
+        config=config,
+        runtime=runtime,
+        objective=objective,
+        optimizer=_optimizer(encoder, config, fused=runtime.device.type == "cuda"),
+        schedule=(round(config.warmup * total_steps), total_steps),
+        progress=progress,
+        np_rng=np.random.default_rng(config.seed),
+        draws=torch.Generator(device=runtime.device).manual_seed(config.seed),
+    )
+    trainable = {n: p for n, p in encoder.named_parameters() if p.requires_grad}
     identity = {
         "config": config.model_dump(mode="json", exclude=OPERATIONAL),
         "spec": encoder.spec,
@@ -495,79 +688,49 @@ def finetune(
         "data_hash": data_hash,
     }
     state, stopper = LoopState(), EarlyStopping(SELECT_METRIC, config.patience)
-    unreadable: set[int] = set()
     before: dict[str, float] | None = None
     if resume and checkpoint_path.is_file():
         tree = load_checkpoint(checkpoint_path)
         _check_identity(tree, identity, checkpoint_path)
         state = LoopState.from_dict(tree["state"])
-        before, unreadable = dict(tree["before"]), set(tree["unreadable"])
-        if not tree["finished"]:
-            missing = set(trainable) - set(tree["trained"])
-            if missing:
-                raise ConfigError(f"{checkpoint_path} lacks {sorted(missing)[:3]}; resume=False")
-            with torch.no_grad():
-                for name, parameter in trainable.items():
-                    parameter.copy_(tree["trained"][name])
-            optimizer.load_state_dict(tree["optimizer"])
-            restore_rng_states(np_rng, tree["rng"])
-            draws.set_state(
-                tree["draws"].to("cpu") if draws.device.type == "cpu" else tree["draws"]
-            )
-            logger.info("resuming fine-tuning after epoch %d from %s", state.epoch, checkpoint_path)
-        else:
+        before, run.unreadable = dict(tree["before"]), set(tree["unreadable"])
+        if tree["finished"]:
             logger.info("fine-tuning in %s is finished; returning its result", work)
-            return _result(out, before, state, pairs, unreadable, checkpoint_path)
+            return _result(out, before, state, pairs, run.unreadable, checkpoint_path)
+        missing = set(trainable) - set(tree["trained"])
+        if missing:
+            raise ConfigError(f"{checkpoint_path} lacks {sorted(missing)[:3]}; resume=False")
+        with torch.no_grad():
+            for name, parameter in trainable.items():
+                parameter.copy_(tree["trained"][name])
+        run.optimizer.load_state_dict(tree["optimizer"])
+        restore_rng_states(run.np_rng, tree["rng"])
+        run.draws.set_state(tree["draws"])  # a CPU byte tensor for every device
+        logger.info("resuming fine-tuning after epoch %d from %s", state.epoch, checkpoint_path)
 
-    lineage_base = {
+    lineage = {
         "dataset": dataset.name,
         "data_hash": data_hash,
         "config": config.model_dump(mode="json"),
         "pairs": {"train": len(pairs.train), "holdout": len(pairs.holdout), **pairs.counts},
     }
     schedule = CheckpointSchedule(every_epochs=config.checkpoint_every, every_seconds=0)
-
-    def evaluate() -> dict[str, float]:
-        return evaluate_retrieval(
-            encoder,
-            dataset,
-            pairs.holdout,
-            runtime=runtime,
-            batch_size=config.eval_batch_size,
-            num_workers=config.num_workers,
-            unreadable=unreadable,
-            progress=progress,
-        )
-
     with file_log(logger, work / "log.txt"):
+        if _caches_towers(encoder, config, objective):
+            run.cache = TowerCache(run)
         if before is None:
-            before = evaluate()
+            before = run.evaluate()
             logger.info("held-out retrieval before fine-tuning: %s", _scores(before))
         finished = state.epoch >= config.epochs or stopper.should_stop(state)
         while not finished:
             began = time.perf_counter()
-            losses = _train_epoch(
-                encoder,
-                dataset,
-                pairs,
-                objective,
-                optimizer,
-                config,
-                runtime,
-                np_rng,
-                draws,
-                state,
-                unreadable,
-                (warmup_steps, total_steps),
-                progress,
-            )
+            losses = run.train_epoch(state)
             state.epoch += 1
-            metrics = evaluate()
+            metrics = run.evaluate()
             improved = stopper.update(state, metrics)
-            state.seconds += time.perf_counter() - began
-            state.history.append(
-                {"epoch": state.epoch, **losses, **metrics, "seconds": time.perf_counter() - began}
-            )
+            seconds = time.perf_counter() - began
+            state.seconds += seconds
+            state.history.append({"epoch": state.epoch, **losses, **metrics, "seconds": seconds})
             logger.info(
                 "epoch %d: loss %.4f, held-out %s%s",
                 state.epoch,
@@ -576,13 +739,8 @@ def finetune(
                 " (best)" if improved else "",
             )
             if improved:
-                encoder.save(
-                    out,
-                    lineage={
-                        "finetune": lineage_base
-                        | {"epoch": state.epoch, "before": before, "after": metrics}
-                    },
-                )
+                tuned = lineage | {"epoch": state.epoch, "before": before, "after": metrics}
+                encoder.save(out, lineage={"finetune": tuned})
             finished = state.epoch >= config.epochs or stopper.should_stop(state)
             if schedule.due(state.epoch, finished):
                 save_checkpoint(
@@ -593,16 +751,16 @@ def finetune(
                         "finished": finished,
                         "state": state.to_dict(),
                         "before": before,
-                        "unreadable": sorted(unreadable),
+                        "unreadable": sorted(run.unreadable),
                         "trained": {n: p.detach().cpu() for n, p in trainable.items()},
-                        "optimizer": optimizer.state_dict(),
-                        "rng": rng_states(np_rng),
-                        "draws": draws.get_state(),
+                        "optimizer": run.optimizer.state_dict(),
+                        "rng": rng_states(run.np_rng),
+                        "draws": run.draws.get_state(),
                     },
                 )
             if on_epoch is not None:
                 on_epoch(state)
-        result = _result(out, before, state, pairs, unreadable, checkpoint_path)
+        result = _result(out, before, state, pairs, run.unreadable, checkpoint_path)
         if result.after[SELECT_METRIC] <= result.before[SELECT_METRIC]:
             logger.warning(
                 "fine-tuning did not improve held-out retrieval (%.4f -> %.4f); try another lr "
@@ -613,60 +771,15 @@ def finetune(
     return result
 
 
-def _train_epoch(
-    encoder: ItemEncoder,
-    dataset: Dataset,
-    pairs: Pairs,
-    objective: Objective,
-    optimizer: torch.optim.Optimizer,
-    config: FinetuneConfig,
-    runtime: Runtime,
-    np_rng: np.random.Generator,
-    draws: torch.Generator,
-    state: LoopState,
-    unreadable: set[int],
-    schedule: tuple[int, int],
-    progress: bool,
-) -> dict[str, float]:
-    """One pass over the shuffled training pairs; returns the mean losses and the last lr."""
-    order = np_rng.permutation(pairs.train)
-    if len(order) % config.batch_size == 1:  # a last batch of one pair has no negatives
-        order = order[:-1]
-    batches, loader = _loader(encoder, dataset, order, config.batch_size, config.num_workers)
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    sums: dict[str, float] = {}
-    steps = 0
-    encoder.train()
-    bar = tqdm(
-        loader, desc=f"fine-tune epoch {state.epoch + 1}", unit="batch", disable=not progress
-    )
-    for b, (status, inputs) in enumerate(bar):
-        keep = _usable_rows(status, batches.rows(b), unreadable)
-        if int(keep.sum()) < 2:
-            continue
-        lr = config.lr * lr_factor(state.step, *schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with runtime.autocast():
-            loss, parts = objective(encoder, _to(inputs, keep, runtime.device), draws)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"fine-tuning loss is {loss.item()} at epoch {state.epoch + 1}, step "
-                f"{state.step}; lower lr (now {config.lr:g}) or grad_clip"
-            )
-        loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        steps += 1
-        for name, value in {"loss": loss, **parts}.items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach())
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-    encoder.eval()
-    means = {k: v / max(steps, 1) for k, v in sums.items()} or {"loss": float("nan")}
-    return means | {"lr": optimizer.param_groups[0]["lr"], "steps": steps}
+def _caches_towers(encoder: ItemEncoder, config: FinetuneConfig, objective: Objective) -> bool:
+    """Whether the towers' outputs are computed once (:class:`TowerCache`): the encoder splits
+    into ``towers(inputs)`` and ``project(towers, inputs)`` (``dual``) and nothing trains but
+    its projection heads and the objective's parameters."""
+    if not (config.cache_towers and hasattr(encoder, "towers") and hasattr(encoder, "project")):
+        return False
+    outside = {id(p) for m in encoder.layout().projections for p in m.parameters()}
+    outside |= {id(p) for p in objective.parameters()}
+    return all(id(p) in outside for p in encoder.parameters() if p.requires_grad)
 
 
 def _check_identity(tree: dict[str, Any], identity: dict[str, Any], path: Path) -> None:

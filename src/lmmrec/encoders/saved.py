@@ -215,7 +215,7 @@ def load_encoder(spec_or_folder: str | Path, **options: Any) -> ItemEncoder:
 
     Returns:
         The encoder in eval mode; a loaded one keeps its strategy's record, so saving it again
-        writes the same tensors, and its :attr:`~ItemEncoder.lineage` names the folder.
+        writes the same tensors, and its :attr:`~ItemEncoder.lineage` is the folder's.
 
     Raises:
         ConfigError: a folder that is not a saved encoder, a damaged or altered folder, base
@@ -275,5 +275,5 @@ def _load_folder(folder: Path, options: dict[str, Any]) -> ItemEncoder:
     encoder.mark_tuned(p for n, p in encoder.named_parameters() if n in tensors)
     encoder.strategy = manifest.get("strategy")
     encoder.base_weights_hash = want_base or base
-    encoder.lineage = lineage | {"folder": str(folder.resolve())}
+    encoder.lineage = lineage  # content only: moving the folder changes no feature key
     return encoder.eval()
