@@ -10,6 +10,7 @@ from tiny_towers import TINY_DUAL
 
 from lmmrec.data.dataset import Dataset
 from lmmrec.encoders import build, extract_features
+from lmmrec.encoders.objectives import contrastive_loss
 from lmmrec.errors import ConfigError
 from lmmrec.training import RunConfig, TrainConfig, Trainer, train
 from lmmrec.training.end2end import EndToEnd, FeatureBank
@@ -173,3 +174,53 @@ def test_end_to_end_needs_an_encoder_section_and_a_catalog(
         build_step(tiny_dataset, _config(tmp_path))
     with pytest.raises(ConfigError, match="makes no"):
         build_step(content, _config(tmp_path, modalities=["audio"]))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_end_to_end_trains_its_encoder_on_cuda_in_bf16(content: Dataset, tmp_path: Path) -> None:
+    config = _config(tmp_path, strategy="lora:2", activation_checkpointing=True)
+    config.train = config.train.model_copy(update={"device": "cuda", "precision": "bf16"})
+    step = build_step(content, config)
+    assert step.bank.image.device.type == "cpu"  # built on the CPU, moved by the trainer
+    trainer = Trainer(step, content, config.train)
+    assert trainer.runtime.bf16 and step.encoding.inputs.pixel_values.device.type == "cuda"
+    lora = [p for n, p in step.encoder.named_parameters() if "lora_B" in n]
+    before = [p.detach().clone() for p in lora]
+    result = trainer.fit()
+    assert result.valid["recall@10"] > 0
+    assert any(not torch.equal(p, b) for p, b in zip(lora, before, strict=True))
+
+
+def test_the_alignment_loss_adds_itc_over_the_batch_items_with_both_modalities(
+    content: Dataset, tmp_path: Path
+) -> None:
+    step = build_step(content, _config(tmp_path, strategy="projection", align_weight=0.5))
+    trainer = Trainer(step, content, TrainConfig(batch_size=64, ks=[5]))
+    batch = next(trainer.sampler.epoch(64, trainer.rng))
+    items = torch.unique(torch.cat([batch.pos_items, batch.neg_items]))
+    fresh = step.encoding(items)
+    both = (items != 5) & (items != 6)  # item 5 has no image, item 6 no text
+    scale = step.encoder.contrastive_scale()
+    expected = step.recommender.loss(batch, step.bank.view(items, fresh))
+    expected = (
+        expected + 0.5 * contrastive_loss(fresh["image"][both], fresh["text"][both], scale)[0]
+    )
+    loss = step(batch)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert scale.grad is not None and scale.grad.abs() > 0  # the temperature learns too
+    assert any(scale is p for g in trainer.optimizer.param_groups for p in g["params"])
+
+
+def test_end_to_end_starts_from_a_saved_fine_tuned_encoder(
+    content: Dataset, tmp_path: Path
+) -> None:
+    torch.manual_seed(2022)  # the tiny towers' base weights are random: the run's seed
+    encoder = build(TINY_DUAL, dim=8)
+    encoder.apply_strategy("projection")
+    with torch.no_grad():
+        encoder.image_head.weight.mul_(2.0)  # as if fine-tuned
+    encoder.save(tmp_path / "tuned")
+    step = build_step(content, _config(tmp_path, spec=str(tmp_path / "tuned"), strategy="top:1"))
+    torch.testing.assert_close(step.encoder.image_head.weight, encoder.image_head.weight)

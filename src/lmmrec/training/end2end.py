@@ -41,6 +41,7 @@ from lmmrec.data.features import FeatureSet
 from lmmrec.data.sampling import Batch
 from lmmrec.encoders.base import INPUT_MODALITIES, ItemEncoder
 from lmmrec.encoders.features import CatalogBatches
+from lmmrec.encoders.objectives import contrastive_loss
 from lmmrec.encoders.preprocessing import IMAGE_KEYS, ItemBatch
 from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.models.base import ItemFeatures, Recommender
@@ -191,6 +192,14 @@ class ItemEncoding(nn.Module):
         self.tower_cache = cache
         return True
 
+    def presence(self, items: torch.Tensor, modalities: Sequence[str]) -> torch.Tensor:
+        """``[n]`` bool: which of ``items`` have every input modality in ``modalities``."""
+        present = torch.ones(len(items), dtype=torch.bool, device=items.device)
+        for modality in modalities:
+            if f"{modality}_present" in self.input_keys:
+                present &= getattr(self.inputs, f"{modality}_present")[items]
+        return present
+
     def _n_items(self) -> int:
         return int(getattr(self.inputs, self.input_keys[0]).shape[0])
 
@@ -312,6 +321,14 @@ class EndToEnd(StepModule):
         self.bank = FeatureBank(initial if initial is not None else encoding.encode_all())
         self.every_steps = _refresh_interval(config.refresh)
         self.stale = True  # whether the encoder changed since the bank was last written
+        if config.align_weight > 0:
+            missing = {"image", "text"} - set(encoding.modalities)
+            if missing:
+                raise ConfigError(
+                    f"encoder.align_weight aligns image and text vectors, but encoder.modalities "
+                    f"leaves out {sorted(missing)}; add them or set align_weight=0"
+                )
+            self.encoder.contrastive_scale().requires_grad_(True)  # a learnable temperature
 
     @property
     def encoder(self) -> ItemEncoder:
@@ -326,7 +343,19 @@ class EndToEnd(StepModule):
     def forward(self, batch: Batch) -> torch.Tensor:
         items = torch.unique(torch.cat([batch.pos_items, batch.neg_items]))  # [n]
         fresh = self.encoding(items)  # {m: [n, d_m]}, with gradients
-        return self.recommender.loss(batch, self.bank.view(items, fresh))
+        loss = self.recommender.loss(batch, self.bank.view(items, fresh))
+        if self.config.align_weight > 0:
+            loss = loss + self.config.align_weight * self._alignment(items, fresh)
+        return loss
+
+    def _alignment(self, items: torch.Tensor, fresh: ItemFeatures) -> torch.Tensor:
+        """Image-text contrastive loss over the batch's items that have both (the journal
+        version's alignment term; the other items of the batch are the negatives)."""
+        both = self.encoding.presence(items, ("image", "text"))  # [n] bool
+        if int(both.sum()) < 2:
+            return fresh["image"].sum() * 0.0  # nothing to contrast; keeps the graph whole
+        scale = self.encoder.contrastive_scale()
+        return contrastive_loss(fresh["image"][both], fresh["text"][both], scale)[0]
 
     def item_features(self) -> ItemFeatures:
         """Every item encoded now (no gradients); the bank takes them unless it never

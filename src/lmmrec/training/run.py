@@ -18,7 +18,7 @@ import lmmrec
 from lmmrec.cache import DerivedCache
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.loading import load_dataset
-from lmmrec.encoders.registry import build as build_encoder
+from lmmrec.encoders.saved import load_encoder
 from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.io import read_json, write_json
 from lmmrec.models import registry
@@ -108,7 +108,7 @@ def build_step(dataset: Dataset, config: RunConfig) -> StepModule:
     section = config.encoder
     runtime = Runtime.resolve(config.train.device, config.train.precision)
     seed_everything(config.train.seed)
-    encoder = build_encoder(section.spec, **section.options)
+    encoder = load_encoder(section.spec, **section.options)  # a spec or a fine-tuned folder
     encoder.apply_strategy(section.strategy)
     modalities = section.modalities or [m for m in ("image", "text") if m in encoder.output_dims()]
     encoding = ItemEncoding(
