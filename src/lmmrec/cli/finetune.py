@@ -38,9 +38,9 @@ def finetune(
 ) -> None:
     """Fine-tune an encoder on the training items' (image, text) pairs and save it.
 
-    Extra KEY=VALUE arguments set the fine-tuning config, e.g. strategy=lora:8 lr=1e-4
-    epochs=5 batch_size=64 holdout=0.1 (unknown keys are errors). Prints held-out image<->text
-    retrieval before and after; `lmmrec encode --encoder OUT` then extracts its features.
+    Extra KEY=VALUE arguments set the config: strategy=lora:8 lr=1e-4 epochs=5 batch_size=64 ...
+
+    Prints held-out image<->text retrieval before and after. Then: lmmrec encode --encoder OUT
     """
     from lmmrec.cli.encode import _options
     from lmmrec.data import load_dataset

@@ -136,10 +136,16 @@ def finetune_config(
     try:
         return FinetuneConfig(**values)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        raise ConfigError(f"fine-tuning config: {problems}") from None
+        unknown = [str(e["loc"][0]) for e in error.errors() if e["type"] == "extra_forbidden"]
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in error.errors()
+            if e["type"] != "extra_forbidden"
+        ]
+        if unknown:
+            known = ", ".join(FinetuneConfig.model_fields)
+            problems.insert(0, f"unknown keys {unknown} (known: {known})")
+        raise ConfigError(f"fine-tuning config: {'; '.join(problems)}") from None
 
 
 @dataclass(frozen=True)
