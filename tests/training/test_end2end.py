@@ -224,3 +224,24 @@ def test_end_to_end_starts_from_a_saved_fine_tuned_encoder(
     encoder.save(tmp_path / "tuned")
     step = build_step(content, _config(tmp_path, spec=str(tmp_path / "tuned"), strategy="top:1"))
     torch.testing.assert_close(step.encoder.image_head.weight, encoder.image_head.weight)
+
+
+def test_frozen_towers_are_taken_from_features_they_made(
+    content: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(2022)  # the towers the end-to-end run builds under its seed
+    pair = build("pair:tinyimage+tinytext")
+    stored = extract_features(content, pair, name="towers", num_workers=0, progress=False)
+    content.add_feature_set(stored)
+
+    def no_towers(self: object, inputs: object) -> None:
+        raise AssertionError("the towers ran although their vectors were stored")
+
+    monkeypatch.setattr(type(build(TINY_DUAL, dim=8)), "towers", no_towers)
+    step = build_step(content, _config(tmp_path, strategy="projection"))
+    cache = step.encoding.tower_cache
+    assert cache is not None
+    for modality in ("image", "text"):
+        torch.testing.assert_close(
+            getattr(cache, modality), torch.from_numpy(stored.arrays[modality])
+        )

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,6 +43,7 @@ from lmmrec.encoders.base import INPUT_MODALITIES, ItemEncoder
 from lmmrec.encoders.features import CatalogBatches
 from lmmrec.encoders.objectives import contrastive_loss
 from lmmrec.encoders.preprocessing import IMAGE_KEYS, ItemBatch
+from lmmrec.encoders.towers import HeadedEncoder, stored_tower_vectors
 from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.models.base import ItemFeatures, Recommender
 from lmmrec.training.config import EncoderConfig
@@ -52,19 +53,6 @@ logger = logging.getLogger(__name__)
 
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 PRESENCE_KEYS = ("image_present", "text_present")
-
-
-@runtime_checkable
-class HeadedEncoder(Protocol):
-    """An encoder whose outputs are projection heads over tower vectors (``dual``)."""
-
-    def towers(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
-
-    def towers_encoder(self) -> ItemEncoder: ...
-
-    def project(
-        self, towers: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]: ...
 
 
 def catalog_inputs(
@@ -107,19 +95,6 @@ def _rows(inputs: dict[str, torch.Tensor], items: torch.Tensor) -> dict[str, tor
             if key in rows:
                 rows[key] = rows[key][:, :length]
     return rows
-
-
-def _made_by(encoder: ItemEncoder, stored: Iterable[FeatureSet]) -> ItemFeatures | None:
-    """The vectors of the first feature set in ``stored`` that ``encoder`` made, or None."""
-    wanted = encoder.describe()
-    for features in stored:
-        made = features.manifest.get("encoder", {})
-        policy = features.manifest.get("missing", {}).get("policy")
-        same = all(made.get(k) == wanted[k] for k in ("weights_hash", "preprocessing", "dims"))
-        if same and policy == "zeros" and set(features.arrays) >= set(wanted["dims"]):
-            logger.info("tower vectors taken from feature set %s", features.name)
-            return {m: torch.from_numpy(features.arrays[m]) for m in wanted["dims"]}
-    return None
 
 
 class ItemEncoding(nn.Module):
@@ -177,7 +152,7 @@ class ItemEncoding(nn.Module):
         ):
             self.tower_cache = None
             return False
-        vectors = _made_by(self.encoder.towers_encoder(), stored)
+        vectors = stored_tower_vectors(self.encoder, stored)
         if vectors is None:
             with self._inference():
                 parts = [
