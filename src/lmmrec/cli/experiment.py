@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.table import Table
 
 from lmmrec.errors import ConfigError
@@ -128,10 +127,29 @@ def report(
 ) -> None:
     """Tables (selection on validation), paired significance, plots: Markdown, HTML, LaTeX."""
     from lmmrec.experiments import load_experiment
-    from lmmrec.experiments.report import build_report, to_markdown, write_report
+    from lmmrec.experiments.report import build_report, table_cells, write_report
 
     experiment = load_experiment(file, _variables(var))
     built = build_report(experiment, alpha=alpha)
     paths = write_report(built, out or experiment.output_dir / "report")
-    console.print(Markdown(to_markdown(built, figure_dir=None)))
+    for dataset_table in built.tables:
+        headers, body = table_cells(built, dataset_table)
+        keep = len(headers) - 2  # the seeds and selected-point columns stay in the files
+        table = Table(title=f"{built.name}: {dataset_table.dataset}", title_justify="left")
+        for i, header in enumerate(headers[:keep]):
+            table.add_column(header, justify="right" if i >= 3 else "left")
+        for cells in body:
+            table.add_row(
+                *(
+                    f"[bold]{c.text}{c.marks}[/bold]" if c.best else c.text + c.marks
+                    for c in cells[:keep]
+                )
+            )
+        console.print(table)
+    console.print(
+        f"test metrics at the point selected on validation {built.select}; bold: best; "
+        "† t-test, ‡ Wilcoxon vs the baseline (Holm)"
+    )
+    for note in built.notes:
+        console.print(note)
     console.print("written: " + ", ".join(str(p) for p in paths.values()))

@@ -457,7 +457,8 @@ _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", 
 
 
 def _tex(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text).replace("±", r"$\pm$")
+    text = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("—", "---")
 
 
 def to_latex(report: Report) -> str:
