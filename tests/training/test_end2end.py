@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_towers import TINY_DUAL
@@ -245,3 +246,22 @@ def test_frozen_towers_are_taken_from_features_they_made(
         torch.testing.assert_close(
             getattr(cache, modality), torch.from_numpy(stored.arrays[modality])
         )
+
+
+def test_extraction_projects_stored_tower_vectors_as_the_encoder_would(
+    content: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    dual = build(TINY_DUAL, dim=8)
+    outputs = {"modalities": ["image", "text", "fused"], "num_workers": 0, "progress": False}
+    full = extract_features(content, dual, name="full", **outputs)
+    towers = extract_features(content, dual.towers_encoder(), name="towers", num_workers=0)
+    monkeypatch.setattr(type(dual), "forward", lambda self, inputs: 1 / 0)  # must not run
+    shortcut = extract_features(content, dual, name="shortcut", **outputs)
+    assert shortcut.manifest["timing"]["encoded_items"] == content.n_items
+    for modality in ("image", "text", "fused"):
+        np.testing.assert_allclose(
+            shortcut.arrays[modality], full.arrays[modality], rtol=1e-5, atol=1e-6
+        )
+    assert shortcut.manifest["missing"] == full.manifest["missing"]
+    assert towers.name == "towers"

@@ -50,6 +50,7 @@ from lmmrec.data.dataset import Dataset
 from lmmrec.data.features import FeatureSet
 from lmmrec.encoders.base import INPUT_MODALITIES, ItemEncoder
 from lmmrec.encoders.preprocessing import ItemBatch, Preprocessor
+from lmmrec.encoders.towers import project_stored_towers
 from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.io import atomic_path, hash_arrays, read_json, write_json
 from lmmrec.runtime import DeviceChoice, PrecisionChoice, Runtime
@@ -256,11 +257,16 @@ def extract_features(
     )
     if num_workers is None:
         num_workers = 1 if "image" in inputs else 0
-    work = _WorkFolder(out_dir.parent / f".{out_dir.name}.work", key, chunk_batches)
-    resumed = work.end
-    batches = CatalogBatches(dataset.catalog, encoder.preprocessor, inputs, resumed, batch_size)
     began = time.perf_counter()
-    _encode(batches, encoder, modalities, runtime, work, num_workers, progress)
+    # heads over tower vectors that a stored feature set already holds (a fine-tuned dual)
+    raw = project_stored_towers(encoder, dataset.features.values(), dataset.catalog)
+    resumed = 0
+    if raw is None:  # run the encoder (the usual case), resumably
+        work = _WorkFolder(out_dir.parent / f".{out_dir.name}.work", key, chunk_batches)
+        resumed = work.end
+        batches = CatalogBatches(dataset.catalog, encoder.preprocessor, inputs, resumed, batch_size)
+        _encode(batches, encoder, modalities, runtime, work, num_workers, progress)
+        raw = work.read()
     seconds = time.perf_counter() - began
     encoded = dataset.n_items - resumed
     timing = {
@@ -272,7 +278,6 @@ def extract_features(
         "batch_size": batch_size,
         "num_workers": num_workers,
     }
-    raw = work.read()
     status = {m: raw[f"status_{m}"] for m in inputs}
     arrays, report = apply_missing_policy({m: raw[f"out_{m}"] for m in modalities}, status, missing)
     manifest = provenance | {
@@ -283,7 +288,7 @@ def extract_features(
     if description.get("lineage") is not None:  # a saved, adapted encoder (also in the key)
         manifest["lineage"] = description["lineage"]
     FeatureSet(name=name, arrays=arrays, manifest=manifest).save(out_dir)
-    shutil.rmtree(work.folder, ignore_errors=True)
+    shutil.rmtree(out_dir.parent / f".{out_dir.name}.work", ignore_errors=True)
     features = FeatureSet.load(out_dir)  # as stored: manifest as JSON, with name and dims
     dataset.add_feature_set(features)
     return features

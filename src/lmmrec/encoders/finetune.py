@@ -51,6 +51,7 @@ from lmmrec.data.dataset import Dataset
 from lmmrec.encoders.base import ItemEncoder, Strategy
 from lmmrec.encoders.features import PRESENT, CatalogBatches
 from lmmrec.encoders.objectives import contrastive_loss, retrieval_recall
+from lmmrec.encoders.towers import heads_only, stored_tower_vectors
 from lmmrec.errors import ConfigError, DataError, TrainingError
 from lmmrec.io import hash_arrays
 from lmmrec.loop import (
@@ -457,8 +458,9 @@ class TowerCache:
     """Outputs of an encoder's frozen towers for the fine-tuning pairs, computed once.
 
     When only the heads above the towers train (``projection``) and the encoder's forward is
-    ``project(towers(inputs), inputs)`` (``dual``), each pair's tower vectors are computed once,
-    in eval mode, and every epoch trains the heads on them: an epoch then costs the heads, not
+    ``project(towers(inputs), inputs)`` (``dual``), each pair's tower vectors are taken from a
+    feature set that those towers made (:mod:`lmmrec.encoders.towers`) or computed once, in eval
+    mode, and every epoch trains the heads on them: an epoch then costs the heads, not
     the towers. Exact for towers without dropout; for others it trains as if their dropout were off
     (the usual linear-probe setting; ``cache_towers=false`` keeps it on).
 
@@ -469,6 +471,11 @@ class TowerCache:
 
     def __init__(self, run: _Run) -> None:
         items = np.concatenate([run.pairs.train, run.pairs.holdout])
+        stored = stored_tower_vectors(run.encoder, run.dataset.features.values())
+        if stored is not None:  # vectors the towers already made: row = item
+            self.rows = {int(item): int(item) for item in items}
+            self.vectors = {m: v.to(run.runtime.device) for m, v in stored.items()}
+            return
         self.rows: dict[int, int] = {}
         parts: dict[str, list[torch.Tensor]] = {m: [] for m in INPUTS}
         encoder = run.encoder
@@ -781,11 +788,7 @@ def _caches_towers(encoder: ItemEncoder, config: FinetuneConfig, objective: Obje
     """Whether the towers' outputs are computed once (:class:`TowerCache`): the encoder splits
     into ``towers(inputs)`` and ``project(towers, inputs)`` (``dual``) and nothing trains but
     its projection heads and the objective's parameters."""
-    if not (config.cache_towers and hasattr(encoder, "towers") and hasattr(encoder, "project")):
-        return False
-    outside = {id(p) for m in encoder.layout().projections for p in m.parameters()}
-    outside |= {id(p) for p in objective.parameters()}
-    return all(id(p) in outside for p in encoder.parameters() if p.requires_grad)
+    return config.cache_towers and heads_only(encoder, objective.parameters())
 
 
 def _check_identity(tree: dict[str, Any], identity: dict[str, Any], path: Path) -> None:

@@ -14,8 +14,10 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
+from lmmrec.data.catalog import ItemCatalog
 from lmmrec.data.features import FeatureSet
 from lmmrec.encoders.base import ItemEncoder
 
@@ -38,10 +40,18 @@ class HeadedEncoder(Protocol):
 def stored_tower_vectors(
     encoder: HeadedEncoder, stored: Iterable[FeatureSet]
 ) -> dict[str, torch.Tensor] | None:
-    """The tower vectors ``{modality: [I, D_m]}`` of ``encoder`` from the first feature set in
-    ``stored`` that its towers made (same weights hash, preprocessing and dimensions, ``zeros``
-    policy for missing inputs: the heads of an absent modality then see zeros, whose output is
-    zeroed anyway), or None."""
+    """See :func:`matching_tower_set`; its vectors ``{modality: [I, D_m]}``, or None."""
+    features = matching_tower_set(encoder, stored)
+    if features is None:
+        return None
+    dims = encoder.towers_encoder().output_dims()
+    return {m: torch.from_numpy(features.arrays[m]) for m in dims}
+
+
+def matching_tower_set(encoder: HeadedEncoder, stored: Iterable[FeatureSet]) -> FeatureSet | None:
+    """The first feature set in ``stored`` that the towers of ``encoder`` made, or None: same
+    weights hash, preprocessing and dimensions, and the ``zeros`` policy for missing inputs (the
+    heads of an absent modality then see zeros, whose output is zeroed anyway)."""
     described = encoder.towers_encoder().describe()
     wanted = json.loads(json.dumps(described, default=str))  # as a manifest stores it
     for features in stored:
@@ -50,5 +60,65 @@ def stored_tower_vectors(
         same = all(made.get(k) == wanted[k] for k in ("weights_hash", "preprocessing", "dims"))
         if same and policy == "zeros" and set(features.arrays) >= set(wanted["dims"]):
             logger.info("tower vectors taken from feature set %s", features.name)
-            return {m: torch.from_numpy(features.arrays[m]) for m in wanted["dims"]}
+            return features
     return None
+
+
+def heads_only(encoder: ItemEncoder, also: Iterable[torch.nn.Parameter] = ()) -> bool:
+    """Whether ``encoder`` splits into towers and heads (:class:`HeadedEncoder`) and nothing of
+    it trains but its projection heads (and the parameters in ``also``, e.g. a temperature):
+    then its tower vectors are constants."""
+    if not isinstance(encoder, HeadedEncoder):
+        return False
+    allowed = {id(p) for m in encoder.layout().projections for p in m.parameters()}
+    allowed |= {id(p) for p in also}
+    return all(id(p) in allowed for p in encoder.parameters() if p.requires_grad)
+
+
+def project_stored_towers(
+    encoder: ItemEncoder, stored: Iterable[FeatureSet], catalog: ItemCatalog, batch_size: int = 4096
+) -> dict[str, np.ndarray] | None:
+    """Feature extraction without running the towers: the heads of ``encoder`` over the tower
+    vectors of a stored feature set they made, for every item of ``catalog``.
+
+    Returns:
+        ``{"out_<modality>": [I, D_m], "status_<input>": [I] int8}`` as
+        :mod:`lmmrec.encoders.features` collects them (statuses from the stored set's missing
+        report: an item it lists is absent when the catalogue has no reference or text for it,
+        unreadable otherwise), or None when no stored feature set fits.
+    """
+    from lmmrec.encoders.features import ABSENT, PRESENT, UNREADABLE
+
+    if not isinstance(encoder, HeadedEncoder):
+        return None
+    source = matching_tower_set(encoder, stored)
+    if source is None:
+        return None
+    vectors = {
+        m: torch.from_numpy(source.arrays[m]) for m in encoder.towers_encoder().output_dims()
+    }
+    status, present = {}, {}
+    absent = {
+        "image": np.array([catalog.image_path(i) is None for i in range(len(catalog))]),
+        "text": np.array([not t.strip() for t in catalog.texts]),
+    }
+    for modality in ("image", "text"):
+        listed = np.zeros(len(catalog), dtype=bool)
+        report = source.manifest["missing"]["modalities"].get(modality, {})
+        listed[np.asarray(report.get("items", []), dtype=np.int64)] = True
+        status[modality] = np.where(
+            listed, np.where(absent[modality], ABSENT, UNREADABLE), PRESENT
+        ).astype(np.int8)
+        present[modality] = torch.from_numpy(status[modality] == PRESENT)
+    parts: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for start in range(0, len(catalog), batch_size):
+            rows = slice(start, start + batch_size)
+            out = encoder.project(
+                {m: v[rows] for m, v in vectors.items()},
+                {f"{m}_present": p[rows] for m, p in present.items()},
+            )
+            for modality, tensor in out.items():
+                parts.setdefault(modality, []).append(tensor.float())
+    arrays = {f"out_{m}": torch.cat(p).numpy() for m, p in parts.items()}
+    return arrays | {f"status_{m}": s for m, s in status.items()}

@@ -43,7 +43,7 @@ from lmmrec.encoders.base import INPUT_MODALITIES, ItemEncoder
 from lmmrec.encoders.features import CatalogBatches
 from lmmrec.encoders.objectives import contrastive_loss
 from lmmrec.encoders.preprocessing import IMAGE_KEYS, ItemBatch
-from lmmrec.encoders.towers import HeadedEncoder, stored_tower_vectors
+from lmmrec.encoders.towers import heads_only, stored_tower_vectors
 from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.models.base import ItemFeatures, Recommender
 from lmmrec.training.config import EncoderConfig
@@ -145,11 +145,7 @@ class ItemEncoding(nn.Module):
         """When only the heads train, compute the tower vectors of every item once, or take
         them from a ``stored`` feature set that those towers made (same weights hash,
         preprocessing and dimensions, ``zeros`` policy); returns whether the cache is in use."""
-        heads = {id(p) for m in self.encoder.layout().projections for p in m.parameters()}
-        trainable = [p for p in self.encoder.parameters() if p.requires_grad]
-        if not isinstance(self.encoder, HeadedEncoder) or any(
-            id(p) not in heads for p in trainable
-        ):
+        if not heads_only(self.encoder):
             self.tower_cache = None
             return False
         vectors = stored_tower_vectors(self.encoder, stored)
