@@ -556,16 +556,17 @@ def run_experiment(
                     write_results(output, results_frame(records.values()))
                     last_write[0] = time.perf_counter()
 
-            if not todo:
-                pass
-            elif backend == "local":
-                _run_local(todo, inputs, per_run, display, finished, experiment.spec)
-            else:
-                _run_ray(todo, per_run, address, display, finished, experiment.spec.log)
-            executed = len(todo)
+            try:
+                if not todo:
+                    executed = 0
+                elif backend == "local":
+                    executed = _run_local(todo, inputs, per_run, display, finished, experiment.spec)
+                else:
+                    _run_ray(todo, per_run, address, display, finished, experiment.spec.log)
+                    executed = len(todo)
+            finally:  # Ctrl-C included: the table says what was done
+                write_results(output, results_frame(records.values()))
     frame = results_frame(records.values())
-    if not dry_run:
-        write_results(experiment.output_dir, frame)
     return ExperimentRun(experiment, runs, frame, executed, time.perf_counter() - started)
 
 
@@ -576,10 +577,15 @@ def _run_local(
     display: GridProgress,
     finished: Callable[[PlannedRun, dict[str, Any]], None],
     spec: ExperimentSpec,
-) -> None:
+) -> int:
+    """Run ``todo`` one after the other; returns how many this process ran."""
     metric = spec.select
+    executed = 0
     for run in todo:
         assert run.run_dir is not None
+        if run_state(run)["state"] in ("running", "done"):  # another runner took it meanwhile
+            continue
+        executed += 1
         label = run.cell.label()
         display.started_run(label)
 
@@ -597,6 +603,7 @@ def _run_local(
             log=spec.log,
         )
         finished(run, status)
+    return executed
 
 
 _WORKER_DATASETS: dict[str, Any] = {}
