@@ -95,11 +95,13 @@ def test_demo_trains_the_chosen_models_and_prints_their_table(
 ) -> None:
     monkeypatch.setenv("LMMREC_HOME", str(tmp_path / "home"))
     result = runner.invoke(
-        app, ["demo", "--models", "bpr", "--epochs", "1", "--output", str(tmp_path / "runs")]
+        app,
+        ["demo", "--zoo", "--models", "bpr", "--epochs", "1", "--output", str(tmp_path / "runs")],
     )
     assert result.exit_code == 0, result.output
     assert "bpr" in result.output and "lightgcn" not in result.output
     assert "training bpr (lr 0.001, at most 1 epochs" in result.output
+    assert "every model on frozen features" in result.output
     assert (tmp_path / "runs").is_dir()
 
 

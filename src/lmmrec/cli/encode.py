@@ -168,17 +168,3 @@ def export_mmrec(
 
     write_mmrec(load_dataset(dataset), out, feature_set=name)
     console.print(f"wrote {out}")
-
-
-DEMO_FEATURES = "minilm-effnet"
-
-
-def demo_features(dataset: Dataset) -> str:
-    """Extract the demo's MiniLM text + EfficientNet image features (once: cached by key)."""
-    from lmmrec.encoders import build, extract_features
-
-    console.print(
-        f"item features {DEMO_FEATURES}: MiniLM texts (384-d) + EfficientNet images (1280-d)"
-    )
-    features = extract_features(dataset, build("pair:default"), name=DEMO_FEATURES)
-    return features.name

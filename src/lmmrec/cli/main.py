@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lmmrec.cli.data import data_app
-from lmmrec.cli.encode import demo_features, encode, features_app
+from lmmrec.cli.encode import encode, features_app
 from lmmrec.cli.experiment import experiment_app
 from lmmrec.cli.finetune import register_finetune
 from lmmrec.cli.serve import register_serving
@@ -53,63 +53,54 @@ def _metrics_table(title: str, rows: list[tuple[str, dict[str, float], list[str]
 @app.command()
 def demo(
     epochs: Annotated[
-        int | None, typer.Option(help="maximum epochs per model [default: the demo's 100]")
+        int | None, typer.Option(help="cap on epochs per run [default: early stopping decides]")
     ] = None,
     output: Annotated[Path, typer.Option(help="parent folder of the run directories")] = Path(
         "runs/demo"
     ),
-    multimodal: Annotated[
-        bool, typer.Option(help="also extract item features and train the multi-modal models")
-    ] = True,
+    zoo: Annotated[
+        bool, typer.Option(help="instead: every model on frozen features (the model zoo table)")
+    ] = False,
     models: Annotated[
         str | None,
-        typer.Option(help="comma-separated model names to train (default: all of them)"),
+        typer.Option(help="comma-separated models (paradigms: VBPR, FREEDOM; zoo: all)"),
     ] = None,
 ) -> None:
-    """Train BPR, LightGCN and the multi-modal models on the demo shop; print test metrics.
+    """The three paradigms on the built-in demo shop: BPR, then VBPR and FREEDOM fed by frozen
+    MiniLM + EfficientNet features, by a dual encoder fine-tuned on the items, and by the dual
+    encoder trained end to end; prints test metrics and training time per row.
 
-    The multi-modal models (every registered model that needs features) get real MiniLM text and
-    EfficientNet image features of the demo's items: feature set minilm-effnet, extracted once and
-    cached in the demo folder.
+    Features and the fine-tuned encoder are made once and kept in the demo folder. --zoo trains
+    every registered model on the frozen features instead.
     """
     from lmmrec.data.demo import load_demo
-    from lmmrec.models import get, names
-    from lmmrec.training import train
-    from lmmrec.training.demo import demo_run_config
+    from lmmrec.training import demo as shop
 
     chosen = _model_names(models)
     console.print("[bold]lmmrec demo[/bold]: loading the built-in demo shop ...")
-    dataset = load_demo()
-    stats = dataset.statistics()
+    stats = load_demo().statistics()
     console.print(
         f"{stats['users']} users, {stats['items']} items, {stats['interactions']} interactions "
         f"({stats['items_unseen_in_train']} items never seen in training)"
     )
-    runs: list[tuple[str, str | None]] = [
-        (m, None) for m in ("bpr", "lightgcn") if chosen is None or m in chosen
-    ]
-    content_models = [
-        m for m in names() if get(m).needs_features and (chosen is None or m in chosen)
-    ]
-    if multimodal and content_models:
-        features = demo_features(dataset)
-        runs += [(model, features) for model in content_models]
-    rows = []
-    for model, feature_set in runs:
-        config = demo_run_config(model, feature_set, str(output), epochs)
-        console.print(
-            f"training {model} (lr {config.train.lr:g}, at most {config.train.epochs} epochs, "
-            "early stopping on validation)"
+    if zoo:
+        rows = shop.run_zoo_demo(str(output), chosen, epochs, console.print)
+        title = "demo: every model on frozen features, test at the best validation epoch"
+    else:
+        picked = tuple(m for m in shop.PARADIGM_MODELS if chosen is None or m in chosen)
+        rows = shop.run_paradigm_demo(
+            str(output), picked or shop.PARADIGM_MODELS, epochs, console.print
         )
-        result = train(config, dataset=dataset, resume=False).fit
-        rows.append(
-            (
-                model,
-                result.test,
-                [str(result.epochs_run), str(result.best_epoch), f"{result.seconds:.1f}"],
-            )
+        title = "demo: the three paradigms, test at the best validation epoch"
+    table_rows = [
+        (
+            row.model if row.paradigm == "-" else f"{row.model} {row.paradigm}",
+            row.test,
+            [str(row.epochs), str(row.best_epoch), f"{row.seconds:.1f}"],
         )
-    console.print(_metrics_table("demo: test metrics at the best validation epoch", rows))
+        for row in rows
+    ]
+    console.print(_metrics_table(title, table_rows))
     console.print(f"run directories under {output}/")
 
 
