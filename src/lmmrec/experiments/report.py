@@ -458,6 +458,7 @@ _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", 
 
 def _tex(text: str) -> str:
     text = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    text = text.replace("<", "$<$").replace(">", "$>$")
     return text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("—", "---")
 
 
