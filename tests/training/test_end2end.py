@@ -242,6 +242,7 @@ def test_frozen_towers_are_taken_from_features_they_made(
     step = build_step(content, _config(tmp_path, strategy="projection"))
     cache = step.encoding.tower_cache
     assert cache is not None
+    assert step.encoding.input_keys == ["image_present", "text_present"]  # no image decoded
     for modality in ("image", "text"):
         torch.testing.assert_close(
             getattr(cache, modality), torch.from_numpy(stored.arrays[modality])

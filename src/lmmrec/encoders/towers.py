@@ -83,33 +83,19 @@ def project_stored_towers(
 
     Returns:
         ``{"out_<modality>": [I, D_m], "status_<input>": [I] int8}`` as
-        :mod:`lmmrec.encoders.features` collects them (statuses from the stored set's missing
-        report: an item it lists is absent when the catalogue has no reference or text for it,
-        unreadable otherwise), or None when no stored feature set fits.
+        :mod:`lmmrec.encoders.features` collects them (:func:`stored_statuses`), or None when
+        no stored feature set fits.
     """
-    from lmmrec.encoders.features import ABSENT, PRESENT, UNREADABLE
+    from lmmrec.encoders.features import PRESENT
 
     if not isinstance(encoder, HeadedEncoder):
         return None
     source = matching_tower_set(encoder, stored)
     if source is None:
         return None
-    vectors = {
-        m: torch.from_numpy(source.arrays[m]) for m in encoder.towers_encoder().output_dims()
-    }
-    status, present = {}, {}
-    absent = {
-        "image": np.array([catalog.image_path(i) is None for i in range(len(catalog))]),
-        "text": np.array([not t.strip() for t in catalog.texts]),
-    }
-    for modality in ("image", "text"):
-        listed = np.zeros(len(catalog), dtype=bool)
-        report = source.manifest["missing"]["modalities"].get(modality, {})
-        listed[np.asarray(report.get("items", []), dtype=np.int64)] = True
-        status[modality] = np.where(
-            listed, np.where(absent[modality], ABSENT, UNREADABLE), PRESENT
-        ).astype(np.int8)
-        present[modality] = torch.from_numpy(status[modality] == PRESENT)
+    vectors = stored_tower_vectors(encoder, [source])
+    status = stored_statuses(source, catalog)
+    present = {m: torch.from_numpy(s == PRESENT) for m, s in status.items()}
     parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         for start in range(0, len(catalog), batch_size):
@@ -122,3 +108,22 @@ def project_stored_towers(
                 parts.setdefault(modality, []).append(tensor.float())
     arrays = {f"out_{m}": torch.cat(p).numpy() for m, p in parts.items()}
     return arrays | {f"status_{m}": s for m, s in status.items()}
+
+
+def stored_statuses(source: FeatureSet, catalog: ItemCatalog) -> dict[str, np.ndarray]:
+    """Per input modality, each item's status ``[I]`` int8 (present, absent, unreadable) as the
+    extraction of ``source`` found it: an item its missing report lists is absent when the
+    catalogue has no reference (or text) for it, unreadable otherwise."""
+    from lmmrec.encoders.features import ABSENT, PRESENT, UNREADABLE
+
+    absent = {
+        "image": np.array([catalog.image_path(i) is None for i in range(len(catalog))]),
+        "text": np.array([not t.strip() for t in catalog.texts]),
+    }
+    status = {}
+    for modality, lacking in absent.items():
+        listed = np.zeros(len(catalog), dtype=bool)
+        report = source.manifest["missing"]["modalities"].get(modality, {})
+        listed[np.asarray(report.get("items", []), dtype=np.int64)] = True
+        status[modality] = np.where(listed, np.where(lacking, ABSENT, UNREADABLE), PRESENT)
+    return {m: s.astype(np.int8) for m, s in status.items()}

@@ -40,10 +40,15 @@ from lmmrec.data.dataset import Dataset
 from lmmrec.data.features import FeatureSet
 from lmmrec.data.sampling import Batch
 from lmmrec.encoders.base import INPUT_MODALITIES, ItemEncoder
-from lmmrec.encoders.features import CatalogBatches
+from lmmrec.encoders.features import PRESENT, CatalogBatches
 from lmmrec.encoders.objectives import contrastive_loss
 from lmmrec.encoders.preprocessing import IMAGE_KEYS, ItemBatch
-from lmmrec.encoders.towers import heads_only, stored_tower_vectors
+from lmmrec.encoders.towers import (
+    heads_only,
+    matching_tower_set,
+    stored_statuses,
+    stored_tower_vectors,
+)
 from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.models.base import ItemFeatures, Recommender
 from lmmrec.training.config import EncoderConfig
@@ -84,6 +89,19 @@ def catalog_inputs(
                 parts[key].append(batch[key])
         inputs |= {k: torch.cat(v) for k, v in parts.items()}
     return inputs
+
+
+def encoder_inputs(
+    encoder: ItemEncoder, dataset: Dataset, batch_size: int = 256, num_workers: int = 0
+) -> dict[str, torch.Tensor]:
+    """What end-to-end steps read of each item: :func:`catalog_inputs`, or only the presence
+    masks ``{"<m>_present": [I]}`` when the heads alone train over tower vectors that a stored
+    feature set holds (no image is decoded then)."""
+    stored = matching_tower_set(encoder, dataset.features.values()) if heads_only(encoder) else None
+    if stored is None or dataset.catalog is None:
+        return catalog_inputs(encoder, dataset, batch_size, num_workers)
+    statuses = stored_statuses(stored, dataset.catalog)
+    return {f"{m}_present": torch.from_numpy(s == PRESENT) for m, s in statuses.items()}
 
 
 def _rows(inputs: dict[str, torch.Tensor], items: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -26,7 +26,7 @@ from lmmrec.models.base import ItemFeatures, ModelInputs, Recommender
 from lmmrec.paths import lmmrec_home
 from lmmrec.runtime import Runtime, seed_everything
 from lmmrec.training.config import RunConfig, build_run_config
-from lmmrec.training.end2end import EndToEnd, ItemEncoding, catalog_inputs
+from lmmrec.training.end2end import EndToEnd, ItemEncoding, encoder_inputs
 from lmmrec.training.sources import StepModule, StoredFeatures
 from lmmrec.training.trainer import (
     BEST,
@@ -113,7 +113,7 @@ def build_step(dataset: Dataset, config: RunConfig) -> StepModule:
     modalities = section.modalities or [m for m in ("image", "text") if m in encoder.output_dims()]
     encoding = ItemEncoding(
         encoder,
-        catalog_inputs(encoder, dataset, section.chunk_size, section.num_workers),
+        encoder_inputs(encoder, dataset, section.chunk_size, section.num_workers),
         modalities,
         section.chunk_size,
         section.activation_checkpointing,
