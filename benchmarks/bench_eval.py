@@ -3,8 +3,9 @@
 Builds the validation :class:`~lmmrec.evaluation.Evaluator` of an MMRec folder and times, on seeded
 random vectors (``D`` wide), the whole ``Evaluator.evaluate``; the one ranker alone
 (``Ranker.top_k``: score products, masking and the two-stage top-K); the score products
-``user_vecs[block] @ item_vecs.T`` alone (written into one reused block buffer); and, for
-comparison, a plain ``torch.topk`` over those buffers (the evaluator's former ranking). Prints the
+``user_vecs[block] @ item_vecs.T`` alone (written into one reused block buffer), by numpy's BLAS
+(what the ranker uses on the CPU) and by ``torch.mm``; and, for comparison, a plain
+``torch.topk`` over those buffers (the evaluator's former ranking). Prints the
 median of ``--repeats`` timed calls (after one warm-up call) in seconds, and the load average
 (the two cores are shared). Runs with the trainer's CPU allocator setting (``keep_freed_memory``).
 
@@ -18,6 +19,7 @@ import argparse
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lmmrec.data.formats.mmrec import read_mmrec
@@ -53,6 +55,12 @@ def main() -> None:
         for block in blocks:
             torch.mm(user_vecs[block], item_vecs_t, out=scores[: len(block)])
 
+    def numpy_products() -> None:
+        for block in blocks:
+            np.matmul(
+                user_vecs[block].numpy(), item_vecs_t.numpy(), out=scores[: len(block)].numpy()
+            )
+
     def torch_top_k() -> None:
         for block in blocks:
             scores[: len(block)].topk(k_max, dim=1, sorted=True)
@@ -70,7 +78,8 @@ def main() -> None:
             f"Ranker.top_k (K = {k_max}): products, masking, two-stage top-K": median_seconds(
                 ranker, args.repeats
             ),
-            "score products alone": median_seconds(products, args.repeats),
+            "score products alone, numpy (OpenBLAS)": median_seconds(numpy_products, args.repeats),
+            "score products alone, torch.mm (MKL)": median_seconds(products, args.repeats),
             f"torch.topk (K = {k_max}) over the score blocks alone": median_seconds(
                 torch_top_k, args.repeats
             ),

@@ -36,6 +36,9 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     index: Annotated[str, typer.Option(help="exact (default) or faiss (approximate)")] = "exact",
     nprobe: Annotated[int, typer.Option(help="faiss: clusters searched per query")] = 16,
+    threads: Annotated[
+        int, typer.Option(help="torch/faiss threads; 1 suits batched small requests")
+    ] = 1,
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs."""
     try:
@@ -46,7 +49,7 @@ def serve(
             "pip install 'lmmrec[serve]'"
         ) from error
     console.print(f"serving {bundle} on http://{host}:{port} (docs: /docs); Ctrl-C stops")
-    run_server(bundle, host=host, port=port, index=index, nprobe=nprobe)
+    run_server(bundle, host=host, port=port, index=index, nprobe=nprobe, threads=threads)
 
 
 def register_serving(app: typer.Typer) -> None:

@@ -65,10 +65,13 @@ class Ranker:
     """
 
     def __init__(self, item_vecs: torch.Tensor) -> None:
-        self.item_vecs = item_vecs.float()  # [I, D]
+        self.item_vecs = item_vecs.detach().float()  # [I, D]
         self.n_items, self.dim = self.item_vecs.shape
         self.groups, per_group = _grouping(self.n_items)
         self.width = self.groups * per_group if self.groups else self.n_items  # I'
+        # On the CPU the score products run in numpy's BLAS (the OpenBLAS of numpy's wheels): on
+        # the AMD EPYC machines this project is measured on, torch's sgemm (MKL) takes about twice
+        # as long for these shapes, [B, 64] x [64, I] (benchmarks/bench_eval.py shows both).
         self._item_t = self.item_vecs.T.contiguous()  # [D, I]
 
     def top_k(
@@ -135,7 +138,7 @@ class Ranker:
         """
         if not 1 <= k <= self.n_items:
             raise DataError(f"k={k} is out of range; choose 1 <= k <= {self.n_items} items")
-        user_vecs = user_vecs.to(self.item_vecs.device, torch.float32)
+        user_vecs = user_vecs.detach().to(self.item_vecs.device, torch.float32)
         if _MIN_GROUPS_PER_K * k > self.groups:
             return self._rank_exactly(user_vecs, k, rows, seen, block_size)
         device, n_rows, n_groups = self.item_vecs.device, len(rows), self.groups
@@ -197,7 +200,7 @@ class Ranker:
 
         The scores live in one reused buffer: use each block before asking for the next.
         """
-        device = self.item_vecs.device
+        device, n_items = self.item_vecs.device, self.n_items
         buffer = torch.full(
             (min(block_size, max(1, len(rows))), self.width), -torch.inf, device=device
         )  # the padding columns stay -inf: the products write the first I columns only
@@ -205,7 +208,12 @@ class Ranker:
             stop = min(start + block_size, len(rows))
             block = torch.from_numpy(rows[start:stop]).to(device)
             scores = buffer[: stop - start]
-            torch.mm(user_vecs[block], self._item_t, out=scores[:, : self.n_items])  # [B, I]
+            if device.type == "cpu":  # numpy's BLAS: see __init__
+                np.matmul(
+                    user_vecs[block].numpy(), self._item_t.numpy(), out=scores[:, :n_items].numpy()
+                )  # [B, I]
+            else:
+                torch.mm(user_vecs[block], self._item_t, out=scores[:, :n_items])  # [B, I]
             if seen is not None:
                 flat = _flat_indices(seen, start, stop, self.width)
                 scores.view(-1)[torch.from_numpy(flat).to(device)] = -torch.inf

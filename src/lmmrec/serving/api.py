@@ -10,7 +10,11 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
 Concurrent requests are ranked together: each request's query joins a queue, and one worker
 thread ranks everything queued with one matrix product while new requests queue for the next
 batch (:class:`Batcher`). Under load a request costs a share of a batched product instead of a
-product of its own; alone, it costs one product.
+product of its own; alone, it costs one product. :func:`serve` runs torch, BLAS and faiss on
+one thread by default: a batch is a few milliseconds of small operations, and a second intra-op
+thread would compete for the cores with the event loop (and a load generator), each parallel
+operation then waiting for a scheduler slice (with 8 clients on 2 shared cores, about a tenth
+of the requests/s: ``benchmarks/README.md``).
 
 Every rejected request gets a 4xx whose JSON body is :class:`~lmmrec.serving.schemas.Error`:
 ``{"detail": "<field>: <problem>; <fix>", "field": "<field>"}``.
@@ -180,9 +184,18 @@ def serve(
     port: int = DEFAULT_PORT,
     index: str = "exact",
     nprobe: int = 16,
+    threads: int = 1,
 ) -> None:
-    """Load the bundle folder and serve it with uvicorn until interrupted."""
-    import uvicorn
+    """Load the bundle folder and serve it with uvicorn until interrupted.
 
-    app = create_app(Service.open(bundle, index=index, nprobe=nprobe))
+    ``threads`` caps the threads of torch, of the BLAS that computes the scores and of faiss,
+    for the whole process (see the module doc).
+    """
+    import torch
+    import uvicorn
+    from threadpoolctl import threadpool_limits
+
+    app = create_app(Service.open(bundle, index=index, nprobe=nprobe))  # loads faiss if asked
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # numpy's OpenBLAS and every OpenMP runtime loaded
     uvicorn.run(app, host=host, port=port, log_level="warning")
