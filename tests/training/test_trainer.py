@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,6 +49,9 @@ def test_training_learns_the_planted_structure(
     assert not any("test" in record for record in metrics["history"])
     assert metrics["valid"] == metrics["history"][result.fit.best_epoch - 1]["valid"]
     assert set(metrics["time"]) == {"train", "valid", "test", "checkpoint"}
+    per_user = np.load(result.run_dir / "test_users.npz", allow_pickle=False)
+    assert per_user["users"].shape == per_user["recall@10"].shape
+    assert float(per_user["recall@10"].mean()) == pytest.approx(result.fit.test["recall@10"])
 
 
 def test_early_stopping_stops_after_patience(tiny_dataset: Dataset, tmp_path: Path) -> None:

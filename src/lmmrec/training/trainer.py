@@ -11,6 +11,8 @@ ranked once, at the selected epoch, from its weights) and everything written to 
     best.pt         the step module's weights at the best validation epoch (encoder and bank
                     included end-to-end); kept in memory and written with each checkpoint
     metrics.json    best epoch, valid and test metrics there, per-epoch history, time split
+    test_users.npz  every test user's metrics at the best epoch (``users`` and one array per
+                    metric), for paired significance tests between runs
     log.txt         one line per epoch
 
 Every file loads without unpickling (:func:`lmmrec.loop.load_checkpoint`).
@@ -34,7 +36,7 @@ from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import NegativeSampler
 from lmmrec.errors import TrainingError
 from lmmrec.evaluation.evaluator import Evaluator
-from lmmrec.io import read_json, write_json
+from lmmrec.io import atomic_path, read_json, write_json
 from lmmrec.loop import (
     CheckpointSchedule,
     EarlyStopping,
@@ -55,6 +57,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 METRICS = "metrics.json"
+TEST_USERS = "test_users.npz"
 LOG = "log.txt"
 CHECKPOINT_VERSION = 2
 
@@ -296,9 +299,13 @@ class Trainer:
             best = load_checkpoint(self.run_dir / BEST, self.runtime.device)
         if best is not None:
             self.step_module.load_state_dict(best)
-        test = self.evaluate("test")
+        per_user = self.test_evaluator.evaluate(*self.embed(), per_user=True)
+        release_freed_memory()
+        if self.run_dir is not None and self.runtime.is_main:  # for paired tests across runs
+            with atomic_path(self.run_dir / TEST_USERS) as tmp, open(tmp, "wb") as file:
+                np.savez(file, **per_user.arrays())
         self._time["test"] += time.perf_counter() - started
-        return test
+        return per_user.mean()
 
     # ----------------------------------------------------------------- persistence
     def _checkpoint(self) -> None:
