@@ -107,6 +107,16 @@ class BM3(Recommender):
         users, items = self._encode()
         return self.predictor(users), self.predictor(items)  # [U, D], [I, D]
 
+    def content_item_vectors(self, item_feats: ItemFeatures) -> torch.Tensor:
+        """Item vectors ``[n, D]`` from content alone (cold-start items). The alignment loss
+        trains the online view of the projected features, :math:`W_p h_i^m + b_p`, towards the
+        item's encoder output :math:`h_i`; that estimate goes through the predictor as
+        :math:`h_i` does in :meth:`embed` (averaged over modalities; its norm is left free by the
+        cosine loss). ``item_feats`` holds the ``[n, d_m]`` features of the ``n`` items."""
+        check_features(item_feats, self.features.dims, self.name)
+        online = [self.predictor(p(item_feats[m].float())) for m, p in self.projections.items()]
+        return self.predictor(torch.stack(online).mean(dim=0))  # [n, D]
+
     def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
         check_features(item_feats, self.features.dims, self.name)
         users, items = self._encode()  # [U, D], [I, D]

@@ -150,6 +150,14 @@ class FREEDOM(Recommender):
         check_features(item_feats, self.features.dims, self.name)
         return self._propagate(self.adjacency)
 
+    def content_item_vectors(self, item_feats: ItemFeatures) -> torch.Tensor:
+        """Item vectors ``[n, D]`` from content alone (cold-start items): the mean over
+        modalities of the projections :math:`W_m f_i` that the feature BPR losses train to score
+        against the final user vectors; ``item_feats`` holds the ``[n, d_m]`` features."""
+        check_features(item_feats, self.features.dims, self.name)
+        projected = [p(item_feats[m].float()) for m, p in self.projections.items()]  # [n, D]
+        return torch.stack(projected).mean(dim=0)
+
     def on_epoch_start(self, epoch: int) -> None:
         """MMRec's ``pre_epoch_processing``: a freshly pruned user-item graph per epoch."""
         self._pruned = self._prune(self.random.epoch_generator(epoch, torch.device("cpu")))

@@ -111,6 +111,15 @@ class VBPR(Recommender):
         check_features(item_feats, self.features.dims, self.name)
         return self._user_vectors(None), self._item_vectors(item_feats, None)
 
+    def content_item_vectors(self, item_feats: ItemFeatures) -> torch.Tensor:
+        """Item vectors ``[n, 2D(+1)]`` from content alone (cold-start items, no ID factors):
+        ``[0, W f + b]`` (mmrec) or ``[0, E f, beta' f]`` (canonical); ``item_feats`` holds the
+        ``[n, d_m]`` features of the ``n`` items."""
+        check_features(item_feats, self.features.dims, self.name)
+        content = self.content({m: item_feats[m].float() for m in self.features.dims})
+        gamma = content.new_zeros(content.shape[0], self.config.embedding_size)  # unknown: 0
+        return torch.cat([gamma, content], dim=1)  # canonical: beta_i unknown, 0
+
     def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
         check_features(item_feats, self.features.dims, self.name)
         n = len(batch)
