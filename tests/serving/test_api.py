@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -93,3 +94,40 @@ def test_concurrent_readers_get_the_answers_of_sequential_ones(live_server: Live
     with ThreadPoolExecutor(max_workers=16) as pool:
         concurrent = list(pool.map(fetch, requests))
     assert concurrent == sequential
+
+
+def test_concurrent_requests_are_ranked_in_shared_batches(bundle_dir: Path) -> None:
+    from lmmrec.serving.api import Batcher
+    from lmmrec.serving.schemas import RecommendRequest
+    from lmmrec.serving.service import Service
+
+    service = Service.open(bundle_dir)
+    sizes: list[int] = []
+
+    def run(queries: list[object]) -> list[object]:
+        sizes.append(len(queries))
+        return service.run(queries)  # type: ignore[arg-type]
+
+    async def main() -> list[object]:
+        batcher = Batcher(run, max_batch=4)
+        queries = [service.query(RecommendRequest(user=f"u{u}", k=3)) for u in range(10)]
+        try:
+            return await asyncio.gather(*(batcher.submit(q) for q in queries))
+        finally:
+            batcher.close()
+
+    answers = asyncio.run(main())
+    assert sizes == [4, 4, 2]  # all ten queued before the first batch ran
+    assert answers == [service.recommend(RecommendRequest(user=f"u{u}", k=3)) for u in range(10)]
+
+
+def test_export_and_serve_commands(bundle_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lmmrec.cli import app
+
+    result = CliRunner().invoke(app, ["serve", str(tmp_path / "missing"), "--port", "1"])
+    assert result.exit_code != 0
+    assert "not a serving bundle" in str(result.exception)
+    result = CliRunner().invoke(app, ["export", str(tmp_path), str(tmp_path / "b")])
+    assert "not a run directory" in str(result.exception)
