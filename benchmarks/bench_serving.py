@@ -9,8 +9,9 @@ latency (JSON both ways included). It shares the machine's cores with the server
 cost counts: ``--client raw`` (default) is a minimal HTTP/1.1 client on asyncio streams (about
 0.1 ms of CPU per request), ``--client httpx`` an ``httpx.AsyncClient`` (several times that).
 
-The approximate index's recall@K against exact is measured in-process over ``--recall-users``
-users (the same rankings the server returns).
+The approximate index's recall@K against exact, and the in-process time of one single-user
+query (one thread, as the server runs), are measured over ``--recall-users`` users for each
+``--nprobes`` setting.
 
 Usage:
     python benchmarks/bench_serving.py [--sizes baby,electronics] [--indexes exact,faiss]
@@ -33,6 +34,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import scipy.sparse as sp
+import torch
+from threadpoolctl import threadpool_limits
 
 from lmmrec.serving.bundle import Bundle
 from lmmrec.serving.schemas import RecommendRequest
@@ -64,17 +67,29 @@ def synthetic_bundle(n_users: int, n_items: int, dim: int, seen: int, seed: int 
     )
 
 
-def recall_against_exact(bundle: Bundle, nprobe: int, n_users: int, k: int) -> float:
-    exact, approximate = Service(bundle), Service(bundle, index="faiss", nprobe=nprobe)
+def approximate_index_table(
+    bundle: Bundle, nprobes: list[int], n_users: int, k: int
+) -> list[tuple[str, float, float]]:
+    """``(index, recall@k against exact, median in-process ms per single-user query)`` rows."""
     users = np.random.default_rng(1).choice(bundle.n_users, n_users, replace=False)
     requests = [RecommendRequest(user=str(u), k=k) for u in users]
-    truth = exact.run([exact.query(r) for r in requests])
-    found = approximate.run([approximate.query(r) for r in requests])
-    hits = sum(
-        len({s.item for s in t.items} & {s.item for s in f.items})
-        for t, f in zip(truth, found, strict=True)
-    )
-    return hits / sum(len(t.items) for t in truth)
+
+    def rank(service: Service) -> tuple[list[set[str]], float]:
+        queries = [service.query(r) for r in requests]
+        found, seconds = [], []
+        for query in queries:
+            started = time.perf_counter()
+            found.append({s.item for s in service.run([query])[0].items})
+            seconds.append(time.perf_counter() - started)
+        return found, float(np.median(seconds)) * 1000
+
+    truth, exact_ms = rank(Service(bundle))
+    rows = [("exact", 1.0, exact_ms)]
+    for nprobe in nprobes:
+        found, ms = rank(Service(bundle, index="faiss", nprobe=nprobe))
+        hits = sum(len(t & f) for t, f in zip(truth, found, strict=True))
+        rows.append((f"faiss IVF, nprobe {nprobe}", hits / sum(len(t) for t in truth), ms))
+    return rows
 
 
 def free_port() -> int:
@@ -191,27 +206,33 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--seen", type=int, default=9, help="seen items per user")
     parser.add_argument("--nprobe", type=int, default=16)
-    parser.add_argument("--recall-users", type=int, default=2000)
+    parser.add_argument("--recall-users", type=int, default=1000)
+    parser.add_argument(
+        "--nprobes", default="4,16,64,256", help="faiss settings for the recall table"
+    )
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # in-process timings run as the server does
     print(
         f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at the start; "
         f"{args.requests} requests per row, top-{args.k}, D = {args.dim}, {args.client} client"
     )
-    print("| catalogue | index | clients | req/s | p50 ms | p99 ms | recall@K vs exact |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    load_rows, index_rows = [], []
     for size in args.sizes.split(","):
         n_users, n_items = SIZES[size]
+        name = f"{size} ({n_users:,} x {n_items:,})"
         bundle = synthetic_bundle(n_users, n_items, args.dim, args.seen)
+        if "faiss" in args.indexes.split(","):
+            with threadpool_limits(limits=1):  # as the server runs
+                for index, recall, ms in approximate_index_table(
+                    bundle, [int(n) for n in args.nprobes.split(",")], args.recall_users, args.k
+                ):
+                    index_rows.append(f"| {name} | {index} | {recall:.3f} | {ms:.2f} |")
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = bundle.save(Path(tmp) / "bundle")
             for index in args.indexes.split(","):
-                recall = (
-                    recall_against_exact(bundle, args.nprobe, args.recall_users, args.k)
-                    if index == "faiss"
-                    else 1.0
-                )
                 process, url = start_server(bundle_dir, index, args.nprobe)
+                label = index if index == "exact" else f"faiss IVF, nprobe {args.nprobe}"
                 try:
                     for concurrency in (int(c) for c in args.concurrency.split(",")):
                         users = np.random.default_rng(concurrency).integers(
@@ -221,16 +242,21 @@ def main() -> None:
                             load(url, users, concurrency, args.k, args.client)
                         )
                         p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-                        name = f"{size} ({n_users:,} x {n_items:,})"
-                        label = index if index == "exact" else f"faiss IVF, nprobe {args.nprobe}"
-                        print(
+                        load_rows.append(
                             f"| {name} | {label} | {concurrency} | {args.requests / wall:.0f} | "
-                            f"{p50:.1f} | {p99:.1f} | {recall:.3f} |",
-                            flush=True,
+                            f"{p50:.1f} | {p99:.1f} |"
                         )
+                        print(load_rows[-1], flush=True)
                 finally:
                     process.terminate()
                     process.wait()
+    print("\n| catalogue | index | clients | req/s | p50 ms | p99 ms |")
+    print("|---|---|---:|---:|---:|---:|")
+    print("\n".join(load_rows))
+    if index_rows:
+        print(f"\n| catalogue | index | recall@{args.k} vs exact | ms per query, in-process |")
+        print("|---|---|---:|---:|")
+        print("\n".join(index_rows))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
