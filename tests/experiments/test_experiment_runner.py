@@ -15,6 +15,7 @@ import torch
 from experiment_helpers import tiny_spec
 
 import lmmrec.training
+import lmmrec.training.trainer as trainer_module
 from lmmrec.experiments import experiment_status, load_experiment, run_experiment
 from lmmrec.experiments.report import select_points
 from lmmrec.experiments.runner import STATUS, Inputs, execute_run, plan
@@ -62,6 +63,12 @@ def test_run_then_resume_executes_nothing(tiny_source: str, tmp_path: Path) -> N
     assert table["valid.recall@20"].notna().all() and table["test.ndcg@10"].notna().all()
     config = json.loads(table["config"].iloc[0])
     assert config["train"]["epochs"] == 2
+    if hasattr(trainer_module, "TEST_USERS"):  # the trainer keeps per-user test metrics
+        for _, row in table.iterrows():
+            with np.load(Path(row["run_dir"]) / trainer_module.TEST_USERS) as per_user:
+                assert per_user["users"].dtype == np.int64
+                mean = float(per_user["recall@20"].mean())
+            assert mean == pytest.approx(row["test.recall@20"])
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/metrics.json")}
     second = run_experiment(spec, progress=False)
     assert second.executed == 0 and second.counts()["done"] == 8
