@@ -39,6 +39,9 @@ from lmmrec.errors import DataError
 _LOW = (1 << 32) - 1  # the low 32 bits of a key hold LOW - item, so lower items rank first
 _MIN_GROUPS_PER_K = 4  # below G = 4K groups the two stages save nothing: rank the rows directly
 _LAYOUT_K = 64  # the K the item layout is sized for; any K <= G / 4 uses the two stages
+# 2..16 queries (a served batch): [I, D] x [D, B] then a transposed copy beats [B, D] x [D, I]
+# in OpenBLAS, e.g. 1.6 instead of 2.5 ms for 8 queries x 63,001 items on one core
+_ITEM_MAJOR_BELOW = 16
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Ranker:
         # the AMD EPYC machines this project is measured on, torch's sgemm (MKL) takes about twice
         # as long for these shapes, [B, 64] x [64, I] (benchmarks/bench_eval.py shows both).
         self._item_t = self.item_vecs.T.contiguous()  # [D, I]
+        self._item_rows = self.item_vecs.contiguous().numpy() if self.item_vecs.is_cpu else None
 
     def top_k(
         self,
@@ -209,9 +213,11 @@ class Ranker:
             block = torch.from_numpy(rows[start:stop]).to(device)
             scores = buffer[: stop - start]
             if device.type == "cpu":  # numpy's BLAS: see __init__
-                np.matmul(
-                    user_vecs[block].numpy(), self._item_t.numpy(), out=scores[:, :n_items].numpy()
-                )  # [B, I]
+                queries, out = user_vecs[block].numpy(), scores[:, :n_items].numpy()  # [B, D]
+                if 1 < len(queries) <= _ITEM_MAJOR_BELOW:  # a few served queries at once
+                    out[...] = (self._item_rows @ queries.T).T  # [I, B] -> [B, I]
+                else:
+                    np.matmul(queries, self._item_t.numpy(), out=out)  # [B, I]
             else:
                 torch.mm(user_vecs[block], self._item_t, out=scores[:, :n_items])  # [B, I]
             if seen is not None:
