@@ -59,7 +59,8 @@ class TopK:
 
 
 class Ranker:
-    """Item vectors laid out once for ranking: transposed and padded to ``G * C`` columns.
+    """Item vectors prepared once for ranking: transposed, and the score rows' grouping fixed
+    (``G`` groups of ``C``; rows are padded to ``I' = G C`` columns of ``-inf``).
 
     Build one per set of item vectors (an evaluation, a served bundle) and query it many times.
 
