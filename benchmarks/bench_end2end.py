@@ -37,6 +37,9 @@ from typing import Any
 import torch
 
 from catalogs import content_dataset
+from lmmrec.data.dataset import Dataset
+from lmmrec.encoders import build, extract_features
+from lmmrec.encoders.towers import HeadedEncoder
 from lmmrec.training import RunConfig, TrainConfig, Trainer
 from lmmrec.training.run import build_step
 from lmmrec.training.sources import StoredFeatures
@@ -76,10 +79,20 @@ def _time_steps(trainer: Trainer, batch: int, steps: int) -> tuple[float, float]
     return statistics.median(times), statistics.mean(distinct)
 
 
+def _dataset(args: argparse.Namespace, size: int) -> Dataset:
+    """The synthetic catalogue of ``size`` items, with its towers' feature set extracted once
+    (end-to-end runs whose heads alone train read their tower vectors from it)."""
+    dataset = content_dataset(args.work / f"catalog-{size}", size)
+    encoder = build(args.encoder)
+    if isinstance(encoder, HeadedEncoder):
+        extract_features(dataset, encoder.towers_encoder(), name="towers", num_workers=1)
+    return dataset
+
+
 def one(args: argparse.Namespace) -> None:
     """Inside a fresh process: one (size, strategy) over the batch sizes, a JSON line each."""
     torch.set_num_threads(args.threads)
-    dataset = content_dataset(args.work / f"catalog-{args.size}", args.size)
+    dataset = _dataset(args, args.size)
     for batch in args.batch_list:
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -159,7 +172,7 @@ def bank(args: argparse.Namespace) -> None:
     """Bank (refresh every epoch) vs re-encoding after every step, alternating in one process."""
     torch.set_num_threads(args.threads)
     size, batch = args.size_list[0], args.batch_list[0]
-    dataset = content_dataset(args.work / f"catalog-{size}", size)
+    dataset = _dataset(args, size)
     trainers = {}
     for name, refresh in (("bank", "epoch"), ("re-encode", "step")):
         config = _config(args, args.strategies, batch, refresh=refresh)
