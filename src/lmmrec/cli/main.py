@@ -86,22 +86,38 @@ def demo(
     if zoo:
         rows = shop.run_zoo_demo(str(output), chosen, epochs, console.print)
         title = "demo: every model on frozen features, test at the best validation epoch"
+        table_rows = [
+            (row.model, row.test, [str(row.epochs), str(row.best_epoch), f"{row.seconds:.1f}"])
+            for row in rows
+        ]
+        console.print(_metrics_table(title, table_rows))
     else:
         picked = tuple(m for m in shop.PARADIGM_MODELS if chosen is None or m in chosen)
         rows = shop.run_paradigm_demo(
             str(output), picked or shop.PARADIGM_MODELS, epochs, console.print
         )
-        title = "demo: the three paradigms, test at the best validation epoch"
-    table_rows = [
-        (
-            row.model if row.paradigm == "-" else f"{row.model} {row.paradigm}",
-            row.test,
-            [str(row.epochs), str(row.best_epoch), f"{row.seconds:.1f}"],
-        )
-        for row in rows
-    ]
-    console.print(_metrics_table(title, table_rows))
+        console.print(_paradigms_table(rows))
     console.print(f"run directories under {output}/")
+
+
+def _paradigms_table(rows: list) -> Table:
+    """The paradigms demo: model x paradigm -> Recall@20, NDCG@20, epochs, training time."""
+    table = Table(
+        title="demo: the three paradigms (test at the best validation epoch)",
+        caption="R@20: Recall@20, N@20: NDCG@20; seconds: training and validation",
+    )
+    for column in ("model", "paradigm", "R@20", "N@20", "best / epochs", "seconds"):
+        table.add_column(column, justify="left" if column in ("model", "paradigm") else "right")
+    for row in rows:
+        table.add_row(
+            row.model,
+            row.paradigm,
+            f"{row.test['recall@20']:.4f}",
+            f"{row.test['ndcg@20']:.4f}",
+            f"{row.best_epoch} / {row.epochs}",
+            f"{row.seconds:.1f}",
+        )
+    return table
 
 
 def _model_names(models: str | None) -> set[str] | None:
