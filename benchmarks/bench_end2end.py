@@ -7,9 +7,9 @@ files and texts (``catalogs.py``):
 * ``steps``: per catalogue size, strategy (``frozen`` = stored features, ``projection``,
   ``top:1``, ``lora:8``) and batch size: the median step time, the distinct items a step encodes,
   the epoch time (steps per epoch x median step + one catalogue refresh) and the peak memory.
-  Each (size, strategy) runs in its own process with batch sizes ascending, so the process's
-  peak resident memory after a batch size is that batch size's peak (CPU); on CUDA the allocator's
-  peak is reset per batch size.
+  Each (size, strategy) runs in its own process, one step module trained on with batch sizes
+  ascending, so the process's peak resident memory after a batch size is that batch size's peak
+  (CPU); on CUDA the allocator's peak is reset per batch size.
 * ``bank``: the feature bank (refresh every epoch) against re-encoding the whole catalogue after
   every step (the authors' design), alternating step by step in one process; the per-epoch ratio.
 * ``memory``: peak memory of one step against the encoding chunk (fixed batch) and against the
@@ -43,6 +43,9 @@ from lmmrec.encoders.towers import HeadedEncoder
 from lmmrec.training import RunConfig, TrainConfig, Trainer
 from lmmrec.training.run import build_step
 from lmmrec.training.sources import StoredFeatures
+
+
+CHEAP_STEPS = 10  # timed steps of the runs whose steps take milliseconds (medians need them)
 
 
 def _config(args: argparse.Namespace, strategy: str, batch: int, **encoder: Any) -> RunConfig:
@@ -93,16 +96,16 @@ def one(args: argparse.Namespace) -> None:
     """Inside a fresh process: one (size, strategy) over the batch sizes, a JSON line each."""
     torch.set_num_threads(args.threads)
     dataset = _dataset(args, args.size)
-    for batch in args.batch_list:
+    strategy = "projection" if args.strategy == "frozen" else args.strategy
+    step = build_step(dataset, _config(args, strategy, args.batch_list[0], **args.encoder_options))
+    refresh = time.perf_counter()
+    step.refresh()
+    refresh = time.perf_counter() - refresh
+    if args.strategy == "frozen":
+        step, refresh = StoredFeatures(step.recommender, step.bank.tables()), 0.0
+    for batch in args.batch_list:  # ascending: the process's peak so far is this batch's
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        strategy = "projection" if args.strategy == "frozen" else args.strategy
-        step = build_step(dataset, _config(args, strategy, batch, **args.encoder_options))
-        refresh = time.perf_counter()
-        step.refresh()
-        refresh = time.perf_counter() - refresh
-        if args.strategy == "frozen":
-            step, refresh = StoredFeatures(step.recommender, step.bank.tables()), 0.0
         trainer = Trainer(step, dataset, _config(args, strategy, batch).train)
         seconds, distinct = _time_steps(trainer, batch, args.steps)
         n_steps = trainer.sampler.n_batches(batch)
@@ -132,7 +135,8 @@ def _spawn(
     """Run :func:`one` in a fresh process; its JSON rows."""
     command = [sys.executable, __file__, "one", "--size", str(size), "--strategy", strategy]
     command += ["--encoder", args.encoder, "--device", args.device, "--work", str(args.work)]
-    command += ["--steps", str(args.steps), "--threads", str(args.threads)]
+    timed = max(args.steps, CHEAP_STEPS) if strategy in ("frozen", "projection") else args.steps
+    command += ["--steps", str(timed), "--threads", str(args.threads)]
     command += ["--encoder-options", json.dumps(encoder_options or {})]
     command += ["--batches", batches or args.batches, "--chunk", str(chunk or args.chunk)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -152,6 +156,7 @@ def _print(rows: list[dict]) -> None:
 def steps(args: argparse.Namespace) -> None:
     print("| " + " | ".join((*COLUMNS, "peak GB")) + " |")
     for size in args.size_list:
+        _dataset(args, size)  # catalogue and tower features made here, not in a timed process
         for strategy in args.strategies.split(","):
             _print(_spawn(args, size, strategy))
 
