@@ -3,8 +3,9 @@
 Builds the validation :class:`~lmmrec.evaluation.Evaluator` of an MMRec folder and times, on seeded
 random vectors (``D`` wide), the whole ``Evaluator.evaluate``; the one ranker alone
 (``Ranker.top_k``: score products, masking and the two-stage top-K); the score products
-``user_vecs[block] @ item_vecs.T`` alone (written into one reused block buffer), by numpy's BLAS
-(what the ranker uses on the CPU) and by ``torch.mm``; and, for comparison, a plain
+``user_vecs[block] @ item_vecs.T`` alone (written into one reused block buffer), by ``torch.mm``
+(what the ranker uses for evaluation blocks) and by numpy's BLAS (OpenBLAS, faster alone on AMD
+cores, slower inside the ranker's two-thread pipeline); and, for comparison, a plain
 ``torch.topk`` over those buffers (the evaluator's former ranking). Prints the
 median of ``--repeats`` timed calls (after one warm-up call) in seconds, and the load average
 (the two cores are shared). Runs with the trainer's CPU allocator setting (``keep_freed_memory``).

@@ -39,9 +39,7 @@ from lmmrec.errors import DataError
 _LOW = (1 << 32) - 1  # the low 32 bits of a key hold LOW - item, so lower items rank first
 _MIN_GROUPS_PER_K = 4  # below G = 4K groups the two stages save nothing: rank the rows directly
 _LAYOUT_K = 64  # the K the item layout is sized for; any K <= G / 4 uses the two stages
-# 2..16 queries (a served batch): [I, D] x [D, B] then a transposed copy beats [B, D] x [D, I]
-# in OpenBLAS, e.g. 1.6 instead of 2.5 ms for 8 queries x 63,001 items on one core
-_ITEM_MAJOR_BELOW = 16
+_ITEM_MAJOR_BELOW = 16  # blocks of at most this many queries are scored item-major (Ranker)
 
 
 @dataclass(frozen=True)
@@ -73,10 +71,11 @@ class Ranker:
         self.n_items, self.dim = self.item_vecs.shape
         self.groups, per_group = _grouping(self.n_items)
         self.width = self.groups * per_group if self.groups else self.n_items  # I'
-        # On the CPU the score products run in numpy's BLAS (the OpenBLAS of numpy's wheels): on
-        # the AMD EPYC machines this project is measured on, torch's sgemm (MKL) takes about twice
-        # as long for these shapes, [B, 64] x [64, I] (benchmarks/bench_eval.py shows both).
         self._item_t = self.item_vecs.T.contiguous()  # [D, I]
+        # A few queries at once (a served batch) are scored item-major in numpy's BLAS (the
+        # OpenBLAS of numpy's wheels): [I, D] x [D, B] takes 1.6 ms for 8 queries x 63,001 items
+        # on one core, torch.mm 2.5 ms. Evaluation blocks stay in torch: with two threads,
+        # OpenBLAS's spinning workers and torch's OpenMP team slow each other down.
         self._item_rows = self.item_vecs.contiguous().numpy() if self.item_vecs.is_cpu else None
 
     def top_k(
@@ -213,12 +212,9 @@ class Ranker:
             stop = min(start + block_size, len(rows))
             block = torch.from_numpy(rows[start:stop]).to(device)
             scores = buffer[: stop - start]
-            if device.type == "cpu":  # numpy's BLAS: see __init__
+            if self._item_rows is not None and 1 < stop - start <= _ITEM_MAJOR_BELOW:  # __init__
                 queries, out = user_vecs[block].numpy(), scores[:, :n_items].numpy()  # [B, D]
-                if 1 < len(queries) <= _ITEM_MAJOR_BELOW:  # a few served queries at once
-                    out[...] = (self._item_rows @ queries.T).T  # [I, B] -> [B, I]
-                else:
-                    np.matmul(queries, self._item_t.numpy(), out=out)  # [B, I]
+                out[...] = (self._item_rows @ queries.T).T  # [I, B] -> [B, I]
             else:
                 torch.mm(user_vecs[block], self._item_t, out=scores[:, :n_items])  # [B, I]
             if seen is not None:
