@@ -44,7 +44,6 @@ from lmmrec.training import RunConfig, TrainConfig, Trainer
 from lmmrec.training.run import build_step
 from lmmrec.training.sources import StoredFeatures
 
-
 CHEAP_STEPS = 10  # timed steps of the runs whose steps take milliseconds (medians need them)
 
 
