@@ -123,3 +123,19 @@ def test_bad_arguments_name_the_fix() -> None:
         ranker.top_k(torch.randn(2, 5), 3)
     with pytest.raises(DataError, match="one row per user"):
         ranker.top_k(torch.randn(2, 4), 3, seen=sp.csr_matrix((3, 30)))
+
+
+def test_one_thread_products_give_the_same_ranking() -> None:
+    # on one torch thread the CPU products run in numpy's BLAS: same scores, same items
+    gen = torch.Generator().manual_seed(11)
+    users, items = _exact_vectors(200, 16, gen), _exact_vectors(4000, 16, gen)
+    seen = _seen(200, 4000, 0.02, seed=3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = top_k(users, items, 20, seen=seen, block_size=64)
+    finally:
+        torch.set_num_threads(threads)
+    values, indices = _reference(users, items, seen, 20)
+    assert torch.equal(single.scores, values)
+    assert torch.equal(single.items, indices)
