@@ -72,10 +72,9 @@ class Ranker:
         self.groups, per_group = _grouping(self.n_items)
         self.width = self.groups * per_group if self.groups else self.n_items  # I'
         self._item_t = self.item_vecs.T.contiguous()  # [D, I]
-        # numpy's BLAS (the OpenBLAS of numpy's wheels) computes the products of a few queries
-        # (a served batch, item-major: [I, D] x [D, B], 1.6 ms for 8 queries x 63,001 items on
-        # one core against torch.mm's 2.5) and every block when torch runs on one thread (about
-        # twice as fast as torch's MKL on AMD cores). Multi-threaded blocks stay in torch.mm:
+        # A few queries at once (a served batch) are scored item-major in numpy's BLAS (the
+        # OpenBLAS of numpy's wheels): [I, D] x [D, B] takes 1.6 ms for 8 queries x 63,001 items
+        # on one core, torch.mm 2.5 ms. Evaluation blocks stay in torch: with two threads,
         # OpenBLAS's spinning workers and torch's OpenMP team slow each other down.
         self._item_rows = self.item_vecs.contiguous().numpy() if self.item_vecs.is_cpu else None
 
@@ -213,13 +212,9 @@ class Ranker:
             stop = min(start + block_size, len(rows))
             block = torch.from_numpy(rows[start:stop]).to(device)
             scores = buffer[: stop - start]
-            few = 1 < stop - start <= _ITEM_MAJOR_BELOW
-            if self._item_rows is not None and (few or torch.get_num_threads() == 1):  # __init__
+            if self._item_rows is not None and 1 < stop - start <= _ITEM_MAJOR_BELOW:  # __init__
                 queries, out = user_vecs[block].numpy(), scores[:, :n_items].numpy()  # [B, D]
-                if few:
-                    out[...] = (self._item_rows @ queries.T).T  # [I, B] -> [B, I]
-                else:
-                    np.matmul(queries, self._item_t.numpy(), out=out)  # [B, I]
+                out[...] = (self._item_rows @ queries.T).T  # [I, B] -> [B, I]
             else:
                 torch.mm(user_vecs[block], self._item_t, out=scores[:, :n_items])  # [B, I]
             if seen is not None:
