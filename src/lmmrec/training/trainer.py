@@ -164,7 +164,7 @@ class Trainer:
         with torch.inference_mode(), self.runtime.autocast():
             users, items = self.model.embed(item_feats)
         self.step_module.train()
-        return users.float(), items.float()
+        return users.detach().float(), items.detach().float()  # BPR's embed is its parameters
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Metrics of the model as it is now on ``split`` (``"valid"`` or ``"test"``)."""
