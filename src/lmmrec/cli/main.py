@@ -97,7 +97,21 @@ def demo(
             str(output), picked or shop.PARADIGM_MODELS, epochs, console.print
         )
         console.print(_paradigms_table(rows))
+        _serve_demo_run(output / "demo-vbpr-frozen", output / "bundle-vbpr")
     console.print(f"run directories under {output}/")
+
+
+def _serve_demo_run(run_dir: Path, bundle: Path) -> None:
+    """The end of the demo: one run exported as a serving bundle, and a request answered."""
+    from lmmrec.data.demo import load_demo
+    from lmmrec.serving import Client, export_bundle
+
+    export_bundle(run_dir, bundle)
+    user = str(load_demo().user_ids[0])
+    ranking = Client.open(bundle).recommend(user, k=5)
+    items = ", ".join(item.item for item in ranking.items)
+    console.print(f"bundle {bundle}: top 5 for user {user}: {items}")
+    console.print(f"serve it over HTTP with: lmmrec serve {bundle}")
 
 
 def _paradigms_table(rows: list) -> Table:
