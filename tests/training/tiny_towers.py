@@ -106,9 +106,6 @@ class TinyImage(TinyTower):
         x = self.patch(patches.reshape(len(pixels), 4, -1))
         return x, torch.ones(x.shape[:2], dtype=torch.bool)
 
-    def layout(self) -> Layout:
-        return Layout(towers={"image": list(self.layers)}, tops=[self.norm])
-
 
 @register
 class TinyText(TinyTower):
