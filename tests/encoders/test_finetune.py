@@ -308,7 +308,8 @@ def test_projection_trains_the_heads_on_cached_towers(shop, dual_spec, tmp_path)
     plain = finetune(
         build(dual_spec, dim=16), shop, plain_config, out=tmp_path / "b", progress=False
     )
-    assert cached.before == plain.before  # the same vectors, from the cache or the towers
+    # the same vectors, from the cache or the towers (batched differently: equal to rounding)
+    assert cached.before == pytest.approx(plain.before, abs=1e-6)
     assert cached.after["mean_recall"] > cached.before["mean_recall"]
     # the saved heads give, through the whole encoder, the scores the cache reported
     again = evaluate_retrieval(cached.encoder(), shop, training_pairs(shop, config).holdout)

@@ -12,7 +12,7 @@ from tiny_towers import TINY_DUAL
 from lmmrec.data.dataset import Dataset
 from lmmrec.encoders import build, extract_features
 from lmmrec.encoders.objectives import contrastive_loss
-from lmmrec.errors import ConfigError
+from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.training import RunConfig, TrainConfig, Trainer, train
 from lmmrec.training.end2end import EndToEnd, FeatureBank
 from lmmrec.training.run import build_step
@@ -171,7 +171,7 @@ def test_end_to_end_needs_an_encoder_section_and_a_catalog(
 ) -> None:
     with pytest.raises(ValueError, match="needs an encoder section"):
         RunConfig(model="vbpr", paradigm="end2end")
-    with pytest.raises(Exception, match="no item catalogue"):
+    with pytest.raises(FeatureError, match="no item catalogue"):
         build_step(tiny_dataset, _config(tmp_path))
     with pytest.raises(ConfigError, match="makes no"):
         build_step(content, _config(tmp_path, modalities=["audio"]))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,17 +231,18 @@ class FinetuneResult:
 # -- objectives ------------------------------------------------------------------------------
 
 
-class Objective:
+class Objective(ABC):
     """The loss of one batch of aligned pairs, and the parameters the loss itself owns."""
 
+    @abstractmethod
     def parameters(self) -> list[nn.Parameter]:
-        raise NotImplementedError
+        """The parameters the objective owns (a temperature, VLMo's heads)."""
 
+    @abstractmethod
     def __call__(
         self, encoder: ItemEncoder, inputs: dict[str, torch.Tensor], generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Inputs of B >= 2 aligned pairs -> total loss (), and its parts by name."""
-        raise NotImplementedError
 
 
 class ContrastiveObjective(Objective):
