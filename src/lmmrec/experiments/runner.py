@@ -32,7 +32,8 @@ from typing import Any
 import pandas as pd
 
 from lmmrec.errors import ConfigError, LmmrecError
-from lmmrec.experiments.spec import Cell, Experiment, ExperimentSpec, load_experiment
+from lmmrec.experiments.spec import Cell, Experiment, load_experiment
+from lmmrec.experiments.tracking import MlflowRun, default_mlflow_uri, tensorboard_logger
 from lmmrec.io import atomic_path, read_json, write_json
 
 STATUS = "status.json"
@@ -105,14 +106,14 @@ class Inputs:
         self._feature_hashes.pop((source, name), None)
 
 
-def resolved_config(cell: Cell) -> dict[str, Any]:
+def resolved_config(cell: Cell | dict[str, Any]) -> dict[str, Any]:
     """The cell's run configuration as ``train`` writes it: defaults of model and training filled
     in (without ``output_dir`` and ``name``, which do not change what is computed)."""
     from lmmrec.models import registry
     from lmmrec.training.config import RunConfig
 
-    config = RunConfig.model_validate(cell.config)
-    params = registry.make_config(cell.model, config.model_params).model_dump()
+    config = RunConfig.model_validate(cell.config if isinstance(cell, Cell) else cell)
+    params = registry.make_config(config.model, config.model_params).model_dump()
     data = config.model_copy(update={"model_params": params}).model_dump(mode="json")
     data.pop("output_dir", None)
     data.pop("name", None)
@@ -257,13 +258,16 @@ def execute_run(
     dataset: Any = None,
     callbacks: list[Callable[..., None]] | None = None,
     log: str | None = None,
+    mlflow: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one cell in ``run_dir`` (resuming it); never raises for a failed run.
 
     Returns the status written to ``status.json``: ``done`` with the wall seconds, or ``failed``
     with the one-line error (the traceback is in ``error.txt``). Ctrl-C marks the run
     ``interrupted`` and propagates. ``log="tensorboard"`` also writes the run's per-epoch loss and
-    validation metrics under ``<run_dir>/tensorboard``.
+    validation metrics under ``<run_dir>/tensorboard``; ``log="mlflow"`` sends them, the resolved
+    configuration and the test metrics to MLflow (``mlflow``: ``uri``, ``experiment`` and
+    ``tags``; :class:`~lmmrec.experiments.tracking.MlflowRun`).
     """
     from lmmrec.training import train
     from lmmrec.training.config import RunConfig
@@ -273,6 +277,7 @@ def execute_run(
     started = time.perf_counter()
     _write_status(run_dir, "running", started=time.time())
     closers: list[Callable[[], None]] = []
+    tracked: MlflowRun | None = None
     try:
         run_config = RunConfig.model_validate(
             {**config, "output_dir": str(run_dir.parent), "name": run_dir.name}
@@ -282,12 +287,30 @@ def execute_run(
             logger, close = tensorboard_logger(run_dir)
             callbacks.append(logger)
             closers.append(close)
+        if log == "mlflow":
+            settings = mlflow or {}
+            tracked = MlflowRun(
+                settings.get("uri") or default_mlflow_uri(run_dir.parent.parent),
+                settings.get("experiment") or "lmmrec",
+                run_dir,
+                resolved_config(config),
+                settings.get("tags"),
+            )
+            callbacks.append(tracked.epoch)
         with torch_threads(threads):
             train(run_config, dataset=dataset, resume=True, callbacks=callbacks)
+        if tracked is not None:
+            tracked.finish(read_json(run_dir / "metrics.json"))
     except KeyboardInterrupt:
         _write_status(run_dir, "interrupted")
+        if tracked is not None:
+            with contextlib.suppress(Exception):
+                tracked.finish(None, status="KILLED")
         raise
     except Exception as error:
+        if tracked is not None:
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                tracked.finish(None, status="FAILED")
         with atomic_path(run_dir / ERROR) as tmp:
             tmp.write_text("".join(traceback.format_exception(error)))
         status = {"error": one_line(error), "wall_seconds": time.perf_counter() - started}
@@ -300,28 +323,6 @@ def execute_run(
     status = {"wall_seconds": time.perf_counter() - started}
     _write_status(run_dir, "done", **status)
     return {"state": "done", **status}
-
-
-def tensorboard_logger(run_dir: Path) -> tuple[Callable[..., None], Callable[[], None]]:
-    """An epoch callback writing ``train/loss`` and ``valid/<metric>`` per epoch to TensorBoard
-    event files in ``<run_dir>/tensorboard``, and the function that closes them."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError(
-            "log: tensorboard needs the tensorboard package: pip install 'lmmrec[tensorboard]'"
-        ) from None
-    writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-
-    def log(*args: Any) -> None:
-        record = args[-1]  # callback(trainer, record)
-        epoch = int(record["epoch"])
-        writer.add_scalar("train/loss", float(record["loss"]), epoch)
-        for name, value in (record.get("valid") or {}).items():
-            writer.add_scalar(f"valid/{name}", float(value), epoch)
-        writer.flush()
-
-    return log, writer.close
 
 
 # ----------------------------------------------------------------------------- results
@@ -509,14 +510,8 @@ def run_experiment(
     experiment = source if isinstance(source, Experiment) else load_experiment(source, variables)
     if backend not in ("local", "ray"):
         raise ConfigError(f"backend {backend!r} is unknown; use local or ray")
-    if experiment.spec.log == "tensorboard" and not dry_run:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                f"{experiment.where}: log: tensorboard needs the tensorboard package: "
-                "pip install 'lmmrec[tensorboard]'"
-            ) from None
+    if experiment.spec.log is not None and not dry_run:
+        _check_logger(experiment)
     console = console or Console(quiet=not progress)
     started = time.perf_counter()
     inputs = Inputs()
@@ -560,14 +555,45 @@ def run_experiment(
                 if not todo:
                     executed = 0
                 elif backend == "local":
-                    executed = _run_local(todo, inputs, per_run, display, finished, experiment.spec)
+                    executed = _run_local(todo, inputs, per_run, display, finished, experiment)
                 else:
-                    _run_ray(todo, per_run, address, display, finished, experiment.spec.log)
+                    _run_ray(todo, per_run, address, display, finished, experiment)
                     executed = len(todo)
             finally:  # Ctrl-C included: the table says what was done
                 write_results(output, results_frame(records.values()))
     frame = results_frame(records.values())
     return ExperimentRun(experiment, runs, frame, executed, time.perf_counter() - started)
+
+
+def _check_logger(experiment: Experiment) -> None:
+    """``log:`` needs its package: a clear error before any run starts."""
+    package, extra = {
+        "tensorboard": ("tensorboard", "tensorboard"),
+        "mlflow": ("mlflow", "mlflow"),
+    }[experiment.spec.log or ""]
+    try:
+        __import__(package)
+    except ImportError:
+        raise ConfigError(
+            f"{experiment.where}: log: {experiment.spec.log} needs the {package} package: "
+            f"pip install 'lmmrec[{extra}]'"
+        ) from None
+
+
+def mlflow_settings(experiment: Experiment, run: PlannedRun) -> dict[str, Any] | None:
+    """Where and how ``run`` is logged to MLflow (``None`` unless the file says ``log: mlflow``):
+    the file's ``mlflow_uri`` or the experiment's local store, its name, the cell as tags."""
+    if experiment.spec.log != "mlflow":
+        return None
+    cell = run.cell
+    tags = {"dataset": cell.dataset, "model": cell.model, "point": cell.point_key}
+    tags |= {"seed": str(cell.seed), "lmmrec.run_id": str(run.run_id)}
+    tags |= {k: v for k, v in (("encoder", cell.encoder), ("paradigm", cell.paradigm)) if v}
+    return {
+        "uri": experiment.spec.mlflow_uri or default_mlflow_uri(experiment.output_dir),
+        "experiment": experiment.name,
+        "tags": tags,
+    }
 
 
 def _run_local(
@@ -576,9 +602,10 @@ def _run_local(
     threads: int,
     display: GridProgress,
     finished: Callable[[PlannedRun, dict[str, Any]], None],
-    spec: ExperimentSpec,
+    experiment: Experiment,
 ) -> int:
     """Run ``todo`` one after the other; returns how many this process ran."""
+    spec = experiment.spec
     metric = spec.select
     executed = 0
     for run in todo:
@@ -601,6 +628,7 @@ def _run_local(
             dataset=inputs.dataset(run.cell.config["dataset"]),
             callbacks=[on_epoch],
             log=spec.log,
+            mlflow=mlflow_settings(experiment, run),
         )
         finished(run, status)
     return executed
@@ -610,7 +638,11 @@ _WORKER_DATASETS: dict[str, Any] = {}
 
 
 def _ray_execute(
-    config: dict[str, Any], run_dir: str, threads: int, log: str | None = None
+    config: dict[str, Any],
+    run_dir: str,
+    threads: int,
+    log: str | None = None,
+    mlflow: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Ray task: one run, its dataset loaded once per worker process."""
     from lmmrec.data.loading import load_dataset
@@ -624,7 +656,8 @@ def _ray_execute(
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         _write_status(Path(run_dir), "failed", error=one_line(error))
         return {"state": "failed", "error": one_line(error)}
-    return execute_run(config, run_dir, threads=threads, dataset=_WORKER_DATASETS[source], log=log)
+    dataset = _WORKER_DATASETS[source]
+    return execute_run(config, run_dir, threads=threads, dataset=dataset, log=log, mlflow=mlflow)
 
 
 def _run_ray(
@@ -633,7 +666,7 @@ def _run_ray(
     address: str | None,
     display: GridProgress,
     finished: Callable[[PlannedRun, dict[str, Any]], None],
-    log: str | None,
+    experiment: Experiment,
 ) -> None:
     try:
         import ray
@@ -652,7 +685,8 @@ def _run_ray(
         task = ray.remote(num_cpus=threads, max_retries=0)(_ray_execute)
         pending = {}
         for run in todo:
-            pending[task.remote(run.cell.config, str(run.run_dir), threads, log)] = run
+            log, mlflow = experiment.spec.log, mlflow_settings(experiment, run)
+            pending[task.remote(run.cell.config, str(run.run_dir), threads, log, mlflow)] = run
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
         while pending:
             display.set_running(min(len(pending), slots), "on Ray")

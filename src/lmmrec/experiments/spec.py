@@ -23,7 +23,9 @@ The file's layout (``docs/experiments.md`` has the full reference)::
     metrics: [recall@10, recall@20, ndcg@10, ndcg@20]
     select: recall@20                             # validation metric: epochs and grid points
     baseline: {model: bpr}                        # the cell improvements are measured against
-    log: tensorboard                              # optional: every run's curves to TensorBoard
+    log: tensorboard                              # optional: every run's curves to TensorBoard,
+                                                  # or mlflow (params, curves, test metrics)
+    mlflow_uri: http://127.0.0.1:5000             # for log: mlflow (default: a local store)
 
 Precedence of a run's settings, lowest first: model and TrainConfig defaults -> ``train`` ->
 the model's ``train`` / ``params`` -> its paradigm section's -> its dataset section's -> the grid
@@ -149,8 +151,13 @@ class ExperimentSpec(_Section):
     select: str = Field("recall@20", description="validation metric that selects")
     baseline: Baseline | None = None
     threads: int | None = Field(None, gt=0, description="torch threads per run")
-    log: Literal["tensorboard"] | None = Field(
-        None, description="also log every run's curves (tensorboard: <run_dir>/tensorboard)"
+    log: Literal["tensorboard", "mlflow"] | None = Field(
+        None,
+        description="also log every run's curves: tensorboard (<run_dir>/tensorboard) or mlflow "
+        "(parameters, curves, test metrics)",
+    )
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI (default: sqlite:///<output_dir>/mlflow.db)"
     )
 
     @field_validator("models", mode="before")
