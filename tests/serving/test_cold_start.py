@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lmmrec.data.dataset import Dataset
-from lmmrec.serving.cold_start import content_item_vectors, supports_cold_start
+from lmmrec.models.content_head import ContentHead
+from lmmrec.serving.cold_start import content_head, content_item_vectors, supports_cold_start
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
 from model_helpers import DIMS, batches, build_model, random_features
@@ -70,8 +71,27 @@ def test_vbpr_content_vectors_are_its_score_without_the_id_factors(
     torch.testing.assert_close(users @ content.T, users @ items.T - id_part)
 
 
+@pytest.mark.parametrize(("name", "params"), CONTENT_MODELS)
+def test_the_content_head_is_the_cold_start_map_alone(
+    name: str, params: dict[str, object], tiny_dataset: Dataset
+) -> None:
+    model = _trained(name, params, tiny_dataset)
+    feats = random_features(tiny_dataset)
+    head = content_head(model)
+    # rebuilt from its plain tensors alone: no model, no training data
+    rebuilt = ContentHead.from_tensors({k: v.clone() for k, v in head.tensors().items()})
+    assert rebuilt.dims == {m: t.shape[1] for m, t in feats.items()}
+    with torch.no_grad():
+        got = rebuilt(feats)
+    want = content_item_vectors(model, feats)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert all(p.requires_grad is False for p in rebuilt.parameters())
+
+
 @pytest.mark.parametrize("name", ["bpr", "lightgcn"])
 def test_id_only_models_cannot_place_new_items(name: str, tiny_dataset: Dataset) -> None:
     model = build_model(name, tiny_dataset, {}, {"embedding_size": 8})
     assert not supports_cold_start(model)
     assert content_item_vectors(model, {}) is None
+    assert content_head(model) is None

@@ -33,6 +33,7 @@ from torch import nn
 
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
+from lmmrec.models.content_head import ContentHead
 from lmmrec.models.graph import mean_of_layers, normalized_adjacency, to_torch_csr
 from lmmrec.models.losses import embedding_norm_penalty
 from lmmrec.models.mm_blocks import check_features, modality_dims
@@ -116,6 +117,16 @@ class BM3(Recommender):
         check_features(item_feats, self.features.dims, self.name)
         online = [self.predictor(p(item_feats[m].float())) for m, p in self.projections.items()]
         return self.predictor(torch.stack(online).mean(dim=0))  # [n, D]
+
+    def content_head(self) -> ContentHead:
+        """:meth:`content_item_vectors` as a self-contained affine map (serving bundles). With
+        the predictor :math:`P x + c` and :math:`M` modalities, :math:`P(\\frac1M \\sum_m
+        (P(W_m f_m + b_m) + c)) + c = \\sum_m \\frac{P P W_m}{M} f_m + P(P \\bar b + c) + c`."""
+        weight, bias = self.predictor.weight, self.predictor.bias  # P [D, D], c [D]
+        count = len(self.projections)
+        weights = {m: weight @ weight @ p.weight / count for m, p in self.projections.items()}
+        mean_bias = torch.stack([p.bias for p in self.projections.values()]).mean(dim=0)  # [D]
+        return ContentHead(weights, weight @ (weight @ mean_bias + bias) + bias)
 
     def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
         check_features(item_feats, self.features.dims, self.name)

@@ -34,6 +34,7 @@ from torch import nn
 
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
+from lmmrec.models.content_head import ContentHead
 from lmmrec.models.graph import mean_of_layers, normalized_adjacency, to_torch_csr
 from lmmrec.models.knn import EdgeList, ItemGraph, cached_knn, knn_edges, normalize_edges
 from lmmrec.models.losses import bpr_loss
@@ -157,6 +158,13 @@ class FREEDOM(Recommender):
         check_features(item_feats, self.features.dims, self.name)
         projected = [p(item_feats[m].float()) for m, p in self.projections.items()]  # [n, D]
         return torch.stack(projected).mean(dim=0)
+
+    def content_head(self) -> ContentHead:
+        """:meth:`content_item_vectors` as a self-contained affine map (serving bundles):
+        ``W_m / M`` per modality, no bias."""
+        count = len(self.projections)
+        weights = {m: p.weight / count for m, p in self.projections.items()}  # [D, d_m]
+        return ContentHead(weights, torch.zeros(self.config.embedding_size))
 
     def on_epoch_start(self, epoch: int) -> None:
         """MMRec's ``pre_epoch_processing``: a freshly pruned user-item graph per epoch."""

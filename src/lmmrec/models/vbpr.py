@@ -29,6 +29,7 @@ from torch import nn
 
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
+from lmmrec.models.content_head import ContentHead
 from lmmrec.models.losses import bpr_loss, embedding_norm_penalty, squared_norm_penalty
 from lmmrec.models.mm_blocks import check_features, modality_dims
 from lmmrec.models.mm_layers import FeatureTables, ModalityLinear, RowSelection
@@ -119,6 +120,19 @@ class VBPR(Recommender):
         content = self.content({m: item_feats[m].float() for m in self.features.dims})
         gamma = content.new_zeros(content.shape[0], self.config.embedding_size)  # unknown: 0
         return torch.cat([gamma, content], dim=1)  # canonical: beta_i unknown, 0
+
+    def content_head(self) -> ContentHead:
+        """:meth:`content_item_vectors` as a self-contained affine map (serving bundles): the
+        rows of the ID factors are zero, the others are ``W`` (``E`` and ``beta'``) and ``b``."""
+        size = self.config.embedding_size
+        weights = {
+            m: torch.cat([w.new_zeros(size, w.shape[1]), w])  # [2D(+1), d_m]
+            for m, w in self.content.weight.items()
+        }
+        bias = self.content.bias
+        out = size + (size + 1 if self.canonical else size)
+        folded = torch.zeros(out) if bias is None else torch.cat([bias.new_zeros(size), bias])
+        return ContentHead(weights, folded)
 
     def loss(self, batch: Batch, item_feats: ItemFeatures) -> torch.Tensor:
         check_features(item_feats, self.features.dims, self.name)

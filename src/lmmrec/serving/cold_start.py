@@ -7,7 +7,9 @@ out. VBPR returns its projected features (``[0, W f + b]``), FREEDOM the mean of
 projections (trained by its feature BPR losses against the final user vectors), BM3 its online
 view of the projected features through the predictor. Models without the method (BPR, LightGCN
 and the other ID-based or graph-only models) cannot place a new item: :func:`content_item_vectors`
-says so with ``None``.
+says so with ``None``. The same models fold that map into a self-contained
+:class:`~lmmrec.models.content_head.ContentHead` (:func:`content_head`), which serving bundles
+store.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from lmmrec.models.base import ItemFeatures, Recommender
+from lmmrec.models.content_head import ContentHead
 
 
 def supports_cold_start(model: Recommender) -> bool:
@@ -35,3 +38,11 @@ def content_item_vectors(model: Recommender, item_feats: ItemFeatures) -> torch.
             return model.content_item_vectors(item_feats).float()  # type: ignore[operator]
     finally:
         model.train(was_training)
+
+
+def content_head(model: Recommender) -> ContentHead | None:
+    """The model's cold-start map as a self-contained :class:`ContentHead` (what a serving
+    bundle stores), or ``None`` for models without a content part."""
+    if not callable(getattr(model, "content_head", None)):
+        return None
+    return model.content_head()  # type: ignore[operator]
