@@ -90,19 +90,24 @@ def test_user_errors_print_one_line_without_traceback(dataset_dir: Path, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("error: unknown model 'no_such_model'")
 
 
-def test_demo_trains_the_chosen_models_and_prints_their_table(
+def test_demo_runs_the_chosen_models_through_the_runner_and_skips_them_when_repeated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LMMREC_HOME", str(tmp_path / "home"))
-    result = runner.invoke(
-        app,
-        ["demo", "--zoo", "--models", "bpr", "--epochs", "1", "--output", str(tmp_path / "runs")],
-    )
+    args = ["demo", "--zoo", "--models", "bpr", "--epochs", "1", "--output", str(tmp_path / "runs")]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "bpr" in result.output and "lightgcn" not in result.output
-    assert "training bpr (lr 0.001, at most 1 epochs" in result.output
-    assert "every model on frozen features" in result.output
-    assert (tmp_path / "runs").is_dir()
+    assert "[1/1] shop bpr seed=2022: valid recall@20" in result.output  # the runner's line
+    assert "every model with its defaults" in result.output
+    (run_dir,) = (tmp_path / "runs" / "runs").iterdir()
+    assert run_dir.name.startswith("bpr-") and (run_dir / "metrics.json").is_file()
+    assert (tmp_path / "runs" / "results.parquet").is_file()
+
+    again = runner.invoke(app, args)  # a finished run is never repeated: the table only
+    assert again.exit_code == 0, again.output
+    assert "[1/1]" not in again.output and "every model with its defaults" in again.output
+    assert [p.name for p in (tmp_path / "runs" / "runs").iterdir()] == [run_dir.name]
 
 
 def test_demo_rejects_an_unknown_model_before_doing_any_work(tmp_path: Path) -> None:

@@ -55,11 +55,11 @@ def demo(
     epochs: Annotated[
         int | None, typer.Option(help="cap on epochs per run [default: early stopping decides]")
     ] = None,
-    output: Annotated[Path, typer.Option(help="parent folder of the run directories")] = Path(
+    output: Annotated[Path, typer.Option(help="the demo experiment's output folder")] = Path(
         "runs/demo"
     ),
     zoo: Annotated[
-        bool, typer.Option(help="instead: every model on frozen features (the model zoo table)")
+        bool, typer.Option(help="instead: every model with its defaults on frozen features")
     ] = False,
     models: Annotated[
         str | None,
@@ -70,8 +70,10 @@ def demo(
     MiniLM + EfficientNet features, by a dual encoder fine-tuned on the items, and by the dual
     encoder trained end to end; prints test metrics and training time per row.
 
-    Features and the fine-tuned encoder are made once and kept in the demo folder. --zoo trains
-    every registered model on the frozen features instead.
+    Runs the built-in experiment `demo` (learning rates chosen on validation; `lmmrec experiment
+    report demo` reports it); finished runs are kept, so a repeat only prints. Features and the
+    fine-tuned encoder are made once and kept in the demo folder. --zoo runs `defaults-demo`:
+    every registered model with its default settings.
     """
     from lmmrec.data.demo import load_demo
     from lmmrec.training import demo as shop
@@ -84,8 +86,8 @@ def demo(
         f"({stats['items_unseen_in_train']} items never seen in training)"
     )
     if zoo:
-        rows = shop.run_zoo_demo(str(output), chosen, epochs, console.print)
-        title = "demo: every model on frozen features, test at the best validation epoch"
+        rows = shop.run_demo(output, _sorted(chosen), epochs, zoo=True, console=console)
+        title = "demo: every model with its defaults, test at the best validation epoch"
         table_rows = [
             (row.model, row.test, [str(row.epochs), str(row.best_epoch), f"{row.seconds:.1f}"])
             for row in rows
@@ -93,12 +95,16 @@ def demo(
         console.print(_metrics_table(title, table_rows))
     else:
         picked = tuple(m for m in shop.PARADIGM_MODELS if chosen is None or m in chosen)
-        rows = shop.run_paradigm_demo(
-            str(output), picked or shop.PARADIGM_MODELS, epochs, console.print
-        )
+        rows = shop.run_demo(output, picked or shop.PARADIGM_MODELS, epochs, console=console)
         console.print(_paradigms_table(rows))
-        _serve_demo_run(output / "demo-vbpr-frozen", output / "bundle-vbpr")
-    console.print(f"run directories under {output}/")
+        frozen = [r for r in rows if r.paradigm == "frozen"]
+        if frozen:
+            _serve_demo_run(Path(frozen[0].run_dir), output / f"bundle-{frozen[0].model}")
+    console.print(f"run directories under {output}/runs/")
+
+
+def _sorted(models: set[str] | None) -> tuple[str, ...] | None:
+    return None if models is None else tuple(sorted(models))
 
 
 def _serve_demo_run(run_dir: Path, bundle: Path) -> None:
@@ -115,19 +121,23 @@ def _serve_demo_run(run_dir: Path, bundle: Path) -> None:
 
 
 def _paradigms_table(rows: list) -> Table:
-    """The paradigms demo: model x paradigm -> Recall@20, NDCG@20, epochs, training time."""
+    """The paradigms demo: model x paradigm -> Recall@20, NDCG@20, lr, epochs, training time."""
     table = Table(
         title="demo: the three paradigms (test at the best validation epoch)",
-        caption="R@20: Recall@20, N@20: NDCG@20; seconds: training and validation",
+        caption="R@20: Recall@20, N@20: NDCG@20; lr: chosen on validation; seconds: training "
+        "and validation",
     )
-    for column in ("model", "paradigm", "R@20", "N@20", "best / epochs", "seconds"):
+    columns = ("model", "paradigm", "R@20", "N@20", "lr", "best / epochs", "seconds")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("model", "paradigm") else "right")
     for row in rows:
+        lr = row.point.get("lr", row.point.get("train.lr"))
         table.add_row(
             row.model,
             row.paradigm,
             f"{row.test['recall@20']:.4f}",
             f"{row.test['ndcg@20']:.4f}",
+            "default" if lr is None else f"{lr:g}",
             f"{row.best_epoch} / {row.epochs}",
             f"{row.seconds:.1f}",
         )

@@ -57,6 +57,7 @@ DEFAULT_METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
 # grid keys: "train.lr" and "model.reg_weight" are explicit; a bare key follows `lmmrec train`
 TRAIN_PREFIX, MODEL_PREFIX = "train.", "model."
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
+BUILTIN_FOLDER = "builtin"  # packaged experiment files (pyproject: package-data)
 
 
 class _Section(BaseModel):
@@ -245,13 +246,31 @@ class Experiment:
 
 
 # ----------------------------------------------------------------------------- loading
+def builtin_experiments() -> list[str]:
+    """Names of the experiment files shipped with lmmrec (``lmmrec/experiments/builtin``):
+    ``demo`` (what ``lmmrec demo`` runs) and ``defaults-demo`` (``lmmrec demo --zoo``).
+    ``configs/`` in the repository holds identical copies (a test compares them)."""
+    folder = Path(__file__).with_name(BUILTIN_FOLDER)
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def builtin_path(name: str) -> Path:
+    """The packaged file of built-in experiment ``name``; a ``ConfigError`` names the known."""
+    if name not in builtin_experiments():
+        raise ConfigError(
+            f"unknown built-in experiment {name!r}; known: {', '.join(builtin_experiments())}"
+        )
+    return Path(__file__).with_name(BUILTIN_FOLDER) / f"{name}.yaml"
+
+
 def load_experiment(
     source: str | Path | dict[str, Any], variables: dict[str, str] | None = None
 ) -> Experiment:
     """Read, validate and expand an experiment file (or an already parsed mapping).
 
     Args:
-        source: a YAML file, or its content as a mapping.
+        source: a YAML file, the name of a built-in experiment (:func:`builtin_experiments`;
+            an existing file of that name wins), or a file's content as a mapping.
         variables: ``${name}`` values that replace the file's own ``variables``.
 
     Raises:
@@ -264,9 +283,14 @@ def load_experiment(
         data, where = source, "experiment"
     else:
         path = Path(source)
+        if not path.is_file() and str(source) in builtin_experiments():
+            path = builtin_path(str(source))
         where = str(path)
         if not path.is_file():
-            raise ConfigError(f"experiment file {path} does not exist")
+            raise ConfigError(
+                f"experiment file {path} does not exist (built-in experiments: "
+                f"{', '.join(builtin_experiments())})"
+            )
         data = read_yaml(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping (datasets:, models: ...)")

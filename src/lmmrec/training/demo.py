@@ -1,72 +1,42 @@
-"""Training settings of the built-in demo shop (``lmmrec demo``).
+"""The built-in demo (``lmmrec demo``): packaged experiment files run by the experiment runner.
 
-The shop is small: 18,993 training interactions make 10 batches of 2,048 per epoch, so 100 epochs
-are 1,000 Adam steps. At the usual learning rate of 1e-3 some models are still improving when
-the epochs run out, while others peak early and would only overfit with a larger one. So each
-model trains at the learning rate from {1e-3, 5e-3} that gave the higher validation Recall@20 on
-the demo shop (seed 2022, batch 2048, at most 100 epochs, patience 20; selection on the
-validation split only, the same rule for every model, BPR included). The runs behind the choice
-are recorded in ``benchmarks/README.md`` (the demo section). Every other setting is the model's
-default.
+``lmmrec demo`` prepares what the runner cannot make itself (the demo shop's frozen features and
+the ``dual`` encoder fine-tuned on its items, each made once and cached in the shop's folder),
+then runs the built-in experiment ``demo`` (``lmmrec/experiments/builtin/demo.yaml``: BPR, and
+VBPR and FREEDOM x frozen / fine-tuned / end-to-end, learning rates chosen on validation) through
+:func:`lmmrec.experiments.run_experiment`, so finished runs are skipped and interrupted ones
+resume. ``--zoo`` runs ``defaults-demo`` instead: every registered model with its defaults.
+The rows come from the runner's results at the grid point selected on validation.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lmmrec.data.dataset import Dataset
-from lmmrec.training.config import RunConfig, TrainConfig
-from lmmrec.training.run import train
+from lmmrec.experiments.spec import Experiment, builtin_path, load_experiment
+from lmmrec.io import read_yaml
 
-DEMO_EPOCHS = 100
-DEMO_MAX_EPOCHS = 1000  # the paradigms demo: early stopping ends every run, not a cap
-DEMO_PATIENCE = 20
-DEFAULT_DEMO_LR = 1e-3
-# chosen on the demo's validation split (benchmarks/README.md); others use DEFAULT_DEMO_LR
-DEMO_LEARNING_RATES: dict[str, float] = {
-    "lightgcn": 5e-3,
-    "lattice": 5e-3,
-    "freedom": 5e-3,
-    "bm3": 5e-3,
-    "mmgcn": 5e-3,
-}
-
-
-def demo_run_config(
-    model: str, features: str | None, output_dir: str, epochs: int | None = None
-) -> RunConfig:
-    """The run configuration of ``model`` in the demo: its demo learning rate, at most
-    ``epochs`` epochs (``None``: :data:`DEMO_EPOCHS`) with early stopping on validation
-    Recall@20 (patience :data:`DEMO_PATIENCE`)."""
-    return RunConfig(
-        dataset="demo",
-        model=model,
-        features=features,
-        output_dir=output_dir,
-        train=TrainConfig(
-            epochs=epochs or DEMO_EPOCHS,
-            patience=DEMO_PATIENCE,
-            lr=DEMO_LEARNING_RATES.get(model, DEFAULT_DEMO_LR),
-        ),
-    )
-
-
-# -- the paradigms demo (`lmmrec demo`) ------------------------------------------------------
-
+PARADIGMS_EXPERIMENT = "demo"  # lmmrec/experiments/builtin/demo.yaml
+ZOO_EXPERIMENT = "defaults-demo"  # every model with its defaults (lmmrec demo --zoo)
 PARADIGM_MODELS = ("vbpr", "freedom")  # the paper's first model and a graph model
+BASELINE = "bpr"
 DEMO_ENCODER = "dual:default"  # EfficientNet-Lite0 + MiniLM towers, 256-d heads, offline
 FROZEN_FEATURES = "minilm-effnet"
 FINETUNED_FEATURES = "dual-finetuned"
-# the demo's fine-tuning and end-to-end encoder settings: the heads train (strategy projection)
+# the demo's fine-tuning of the dual encoder (its heads; the towers stay frozen on a CPU)
 DEMO_FINETUNE = {"strategy": "projection", "lr": 1e-3, "epochs": 30, "batch_size": 256}
-DEMO_END2END = {"spec": DEMO_ENCODER, "strategy": "projection", "lr": 1e-3}
 
 
 @dataclass
 class DemoRow:
-    """One row of the paradigms table: a model in a paradigm, test metrics at its best epoch."""
+    """One row of a demo table: a model (in a paradigm) at the grid point chosen on validation,
+    with its test metrics at the best validation epoch."""
 
     model: str
     paradigm: str
@@ -74,54 +44,89 @@ class DemoRow:
     epochs: int
     best_epoch: int
     seconds: float
+    point: dict[str, Any] = field(default_factory=dict)
+    run_dir: str = ""
 
 
-def paradigm_configs(
-    output_dir: str, models: tuple[str, ...] = PARADIGM_MODELS, epochs: int | None = None
-) -> list[tuple[str, RunConfig]]:
-    """``(paradigm, config)`` of every demo row: BPR, then each model frozen (MiniLM +
-    EfficientNet features), fine-tuned (the ``dual`` encoder's features after fine-tuning on
-    the items) and end-to-end (the ``dual`` encoder's heads trained by the recommendation loss).
-    Runs stop early on validation; ``epochs`` caps them (``None``: :data:`DEMO_MAX_EPOCHS`)."""
-    cap = epochs or DEMO_MAX_EPOCHS
-    rows = [("-", _named(demo_run_config("bpr", None, output_dir, cap), "bpr"))]
-    sources = {
-        "frozen": {"features": FROZEN_FEATURES},
-        "finetuned": {"features": FINETUNED_FEATURES},
-        "end2end": {"encoder": DEMO_END2END},
-    }
-    for model in models:
-        base = demo_run_config(model, None, output_dir, cap).model_dump()
-        for paradigm, source in sources.items():
-            config = RunConfig.model_validate(base | source | {"paradigm": paradigm})
-            rows.append((paradigm, _named(config, f"{model}-{paradigm}")))
-    return rows
-
-
-def _named(config: RunConfig, name: str) -> RunConfig:
-    return config.model_copy(update={"name": f"demo-{name}"})
-
-
-def run_paradigm_demo(
-    output_dir: str,
-    models: tuple[str, ...] = PARADIGM_MODELS,
+def demo_experiment(
+    output_dir: str | Path,
+    models: tuple[str, ...] | None = None,
     epochs: int | None = None,
-    say: Callable[[str], None] = print,
-) -> list[DemoRow]:
-    """Prepare the demo shop's features (frozen extraction, fine-tuning, fine-tuned extraction;
-    each once, then cached in the demo folder) and train every row of :func:`paradigm_configs`."""
-    from lmmrec.data.demo import load_demo
+    zoo: bool = False,
+) -> Experiment:
+    """The built-in demo experiment, its runs under ``output_dir`` (``<output_dir>/runs``).
 
-    dataset = load_demo()
-    prepare_demo_features(dataset, say)
+    Args:
+        output_dir: the experiment's output folder.
+        models: keep only these models (BPR, the baseline, always stays); ``None``: all.
+        epochs: cap on epochs per run (``None``: the file's; early stopping decides).
+        zoo: ``defaults-demo`` (every model with its defaults) instead of ``demo``.
+    """
+    data = read_yaml(builtin_path(ZOO_EXPERIMENT if zoo else PARADIGMS_EXPERIMENT))
+    data["output_dir"] = str(output_dir)
+    if models is not None:
+        listed = data["models"]
+        keep = {BASELINE, *models}
+        if isinstance(listed, list):
+            data["models"] = [m for m in listed if m in keep]
+        else:
+            data["models"] = {m: entry for m, entry in listed.items() if m in keep}
+    if epochs is not None:
+        data["train"] = {**(data.get("train") or {}), "epochs": epochs}
+    return load_experiment(data)
+
+
+def run_demo(
+    output_dir: str | Path,
+    models: tuple[str, ...] | None = None,
+    epochs: int | None = None,
+    zoo: bool = False,
+    console: Any = None,
+) -> list[DemoRow]:
+    """Prepare the demo's features, run the demo experiment (resumable), and return one row per
+    model and paradigm at its validation-selected learning rate (file order)."""
+    from lmmrec.data.demo import load_demo
+    from lmmrec.experiments import run_experiment
+    from lmmrec.models import get
+
+    experiment = demo_experiment(output_dir, models, epochs, zoo)
+    say = console.print if console is not None else print
+    chosen = {cell.model for cell in experiment.cells}
+    if any(get(m).needs_features for m in chosen):
+        prepare_demo_features(load_demo(), say, finetuned=not zoo)
+    result = run_experiment(experiment, console=console)
+    return demo_rows(experiment, result.results)
+
+
+def demo_rows(experiment: Experiment, results: Any) -> list[DemoRow]:
+    """The table's rows from the runner's results: per (model, paradigm), the grid point with
+    the best validation metric (:func:`lmmrec.experiments.report.select_points`)."""
+    from lmmrec.experiments.report import NONE, select_points
+
+    metrics = sorted({c for c in results.columns if c.startswith("test.")})
+    selected = select_points(results, experiment.spec.select, [m[5:] for m in metrics])
+    by_dir = results.set_index("run_dir")
     rows = []
-    for paradigm, config in paradigm_configs(output_dir, models, epochs):
-        say(f"training {config.model} ({paradigm}, lr {config.train.lr:g}, early stopping)")
-        fit = train(config, dataset=dataset, resume=False).fit
+    for row in selected.itertuples():
+        run = by_dir.loc[row.run_dirs[0]]  # one seed in the demo
+        test = {m[5:]: float(run[m]) for m in metrics if not _missing(run[m])}
         rows.append(
-            DemoRow(config.model, paradigm, fit.test, fit.epochs_run, fit.best_epoch, fit.seconds)
+            DemoRow(
+                model=row.model,
+                paradigm="-" if row.paradigm == NONE else str(row.paradigm),
+                test=test,
+                epochs=int(run["epochs_run"]),
+                best_epoch=int(run["best_epoch"]),
+                seconds=float(run["seconds"]),
+                point=json.loads(row.point),
+                run_dir=str(row.run_dirs[0]),
+            )
         )
     return rows
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def prepare_demo_features(
@@ -150,28 +155,3 @@ def prepare_demo_features(
                 dataset, result.encoder(), name=FINETUNED_FEATURES, modalities=["image", "text"]
             )
         )
-
-
-def run_zoo_demo(
-    output_dir: str,
-    models: set[str] | None = None,
-    epochs: int | None = None,
-    say: Callable[[str], None] = print,
-) -> list[DemoRow]:
-    """BPR, LightGCN and every content model on the frozen features (``lmmrec demo --zoo``),
-    each at its demo learning rate, at most ``epochs`` (default :data:`DEMO_EPOCHS`)."""
-    from lmmrec.data.demo import load_demo
-    from lmmrec.models import get, names
-
-    dataset = load_demo()
-    chosen = [m for m in names() if models is None or m in models]
-    if any(get(m).needs_features for m in chosen):
-        prepare_demo_features(dataset, say, finetuned=False)
-    rows = []
-    for model in chosen:
-        features = FROZEN_FEATURES if get(model).needs_features else None
-        config = demo_run_config(model, features, output_dir, epochs)
-        say(f"training {model} (lr {config.train.lr:g}, at most {config.train.epochs} epochs)")
-        fit = train(config, dataset=dataset, resume=False).fit
-        rows.append(DemoRow(model, "-", fit.test, fit.epochs_run, fit.best_epoch, fit.seconds))
-    return rows
