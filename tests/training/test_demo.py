@@ -39,6 +39,7 @@ def test_a_builtin_experiment_loads_by_name_and_an_unknown_name_lists_them(tmp_p
 def test_the_demo_crosses_bpr_and_each_model_with_three_paradigms_and_two_learning_rates(
     tmp_path: Path,
 ) -> None:
+    assert demo_experiment().output_dir == Path("runs/demo")  # `lmmrec experiment report demo`
     experiment = demo_experiment(tmp_path / "out")
     assert experiment.output_dir == tmp_path / "out"
     groups = list(dict.fromkeys((c.model, c.paradigm) for c in experiment.cells))

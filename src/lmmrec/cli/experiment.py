@@ -17,7 +17,10 @@ experiment_app = typer.Typer(
 )
 console = Console()
 
-FileArgument = Annotated[Path, typer.Argument(help="experiment YAML file (configs/*.yaml)")]
+FileArgument = Annotated[
+    Path,
+    typer.Argument(help="experiment YAML file (configs/*.yaml) or a built-in: demo, defaults-demo"),
+]
 VarOption = Annotated[
     list[str] | None,
     typer.Option("--var", help="NAME=VALUE for ${NAME} in the file (repeatable)"),

@@ -55,9 +55,13 @@ def demo(
     epochs: Annotated[
         int | None, typer.Option(help="cap on epochs per run [default: early stopping decides]")
     ] = None,
-    output: Annotated[Path, typer.Option(help="the demo experiment's output folder")] = Path(
-        "runs/demo"
-    ),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="the experiment's output folder [default: runs/demo; --zoo: "
+            "runs/experiments/defaults-demo]"
+        ),
+    ] = None,
     zoo: Annotated[
         bool, typer.Option(help="instead: every model with its defaults on frozen features")
     ] = False,
@@ -86,7 +90,8 @@ def demo(
         f"({stats['items_unseen_in_train']} items never seen in training)"
     )
     if zoo:
-        rows = shop.run_demo(output, _sorted(chosen), epochs, zoo=True, console=console)
+        experiment = shop.demo_experiment(output, _sorted(chosen), epochs, zoo=True)
+        rows = shop.run_demo(experiment, console=console)
         title = "demo: every model with its defaults, test at the best validation epoch"
         table_rows = [
             (row.model, row.test, [str(row.epochs), str(row.best_epoch), f"{row.seconds:.1f}"])
@@ -95,12 +100,16 @@ def demo(
         console.print(_metrics_table(title, table_rows))
     else:
         picked = tuple(m for m in shop.PARADIGM_MODELS if chosen is None or m in chosen)
-        rows = shop.run_demo(output, picked or shop.PARADIGM_MODELS, epochs, console=console)
+        experiment = shop.demo_experiment(output, picked or shop.PARADIGM_MODELS, epochs)
+        rows = shop.run_demo(experiment, console=console)
         console.print(_paradigms_table(rows))
         frozen = [r for r in rows if r.paradigm == "frozen"]
         if frozen:
-            _serve_demo_run(Path(frozen[0].run_dir), output / f"bundle-{frozen[0].model}")
-    console.print(f"run directories under {output}/runs/")
+            bundle = experiment.output_dir / f"bundle-{frozen[0].model}"
+            _serve_demo_run(Path(frozen[0].run_dir), bundle)
+    console.print(f"run directories under {experiment.output_dir}/runs/")
+    if output is None:
+        console.print(f"report: lmmrec experiment report {'defaults-demo' if zoo else 'demo'}")
 
 
 def _sorted(models: set[str] | None) -> tuple[str, ...] | None:

@@ -49,7 +49,7 @@ class DemoRow:
 
 
 def demo_experiment(
-    output_dir: str | Path,
+    output_dir: str | Path | None = None,
     models: tuple[str, ...] | None = None,
     epochs: int | None = None,
     zoo: bool = False,
@@ -57,13 +57,15 @@ def demo_experiment(
     """The built-in demo experiment, its runs under ``output_dir`` (``<output_dir>/runs``).
 
     Args:
-        output_dir: the experiment's output folder.
+        output_dir: the experiment's output folder (``None``: the file's; ``runs/demo`` and
+            ``runs/experiments/defaults-demo``).
         models: keep only these models (BPR, the baseline, always stays); ``None``: all.
         epochs: cap on epochs per run (``None``: the file's; early stopping decides).
         zoo: ``defaults-demo`` (every model with its defaults) instead of ``demo``.
     """
     data = read_yaml(builtin_path(ZOO_EXPERIMENT if zoo else PARADIGMS_EXPERIMENT))
-    data["output_dir"] = str(output_dir)
+    if output_dir is not None:
+        data["output_dir"] = str(output_dir)
     if models is not None:
         listed = data["models"]
         keep = {BASELINE, *models}
@@ -76,24 +78,18 @@ def demo_experiment(
     return load_experiment(data)
 
 
-def run_demo(
-    output_dir: str | Path,
-    models: tuple[str, ...] | None = None,
-    epochs: int | None = None,
-    zoo: bool = False,
-    console: Any = None,
-) -> list[DemoRow]:
-    """Prepare the demo's features, run the demo experiment (resumable), and return one row per
-    model and paradigm at its validation-selected learning rate (file order)."""
+def run_demo(experiment: Experiment, console: Any = None) -> list[DemoRow]:
+    """Prepare the demo's features, run ``experiment`` (:func:`demo_experiment`; resumable), and
+    return one row per model and paradigm at its validation-selected grid point (file order)."""
     from lmmrec.data.demo import load_demo
     from lmmrec.experiments import run_experiment
     from lmmrec.models import get
 
-    experiment = demo_experiment(output_dir, models, epochs, zoo)
     say = console.print if console is not None else print
-    chosen = {cell.model for cell in experiment.cells}
-    if any(get(m).needs_features for m in chosen):
-        prepare_demo_features(load_demo(), say, finetuned=not zoo)
+    models = {cell.model for cell in experiment.cells}
+    paradigms = {cell.paradigm for cell in experiment.cells}
+    if any(get(m).needs_features for m in models):
+        prepare_demo_features(load_demo(), say, finetuned="finetuned" in paradigms)
     result = run_experiment(experiment, console=console)
     return demo_rows(experiment, result.results)
 
