@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,5 +30,35 @@ def live_server(bundle_dir: Path) -> Iterator[LiveServer]:
     from lmmrec.serving.service import Service
 
     server = LiveServer(create_app(Service.open(bundle_dir)))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def content_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A frozen VBPR run on ``servingtiny`` features and its exported bundle (made once)."""
+    from content_fixtures import frozen_run
+
+    from lmmrec.serving.bundle import export_bundle
+
+    root = tmp_path_factory.mktemp("content")
+    run_dir = frozen_run(root)
+    return run_dir, export_bundle(run_dir, root / "bundle")
+
+
+@pytest.fixture
+def writable_dir(content_run: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A copy of the content bundle that a test may write items into."""
+    return Path(shutil.copytree(content_run[1], tmp_path / "bundle"))
+
+
+@pytest.fixture
+def writable_server(writable_dir: Path) -> Iterator[LiveServer]:
+    """A real uvicorn server on loopback over :func:`writable_dir`, writes open (no token)."""
+    pytest.importorskip("fastapi")
+    from lmmrec.serving.api import create_app
+    from lmmrec.serving.service import Service
+
+    server = LiveServer(create_app(Service.open(writable_dir)))
     yield server
     server.stop()

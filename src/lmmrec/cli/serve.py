@@ -16,16 +16,30 @@ console = Console()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
     bundle: Annotated[Path, typer.Argument(help="the bundle folder to write (replaced if there)")],
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            help="spec or saved folder of the encoder that made the run's features, when it "
+            "cannot be found from their manifest (new items are encoded with it)"
+        ),
+    ] = None,
 ) -> None:
-    """Write a run's serving bundle: final vectors, raw id maps, seen items, catalogue, manifest."""
+    """Write a run's serving bundle: final vectors, raw id maps, seen items, catalogue, manifest,
+    and for content models (vbpr, freedom, bm3) the item encoder and content head that place
+    new items."""
     from lmmrec.serving import export_bundle, load_bundle
 
-    path = export_bundle(run_dir, bundle)
+    path = export_bundle(run_dir, bundle, encoder=encoder)
     manifest = load_bundle(path).manifest
     console.print(
         f"bundle {path}: {manifest['model']} on {manifest['dataset']}, "
         f"{manifest['n_users']} users x {manifest['n_items']} items, {manifest['dim']}-d"
     )
+    content = manifest.get("content")
+    if content:
+        console.print(f"new items: encoded with {content['encoder']['spec']} (POST /items)")
+    else:
+        console.print(f"new items cannot be added: {manifest.get('no_content')}")
 
 
 def serve(
@@ -39,17 +53,51 @@ def serve(
     threads: Annotated[
         int, typer.Option(help="torch/faiss threads; 1 suits batched small requests")
     ] = 1,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="file holding the token that writes (POST /items) must send as "
+            "'Authorization: Bearer TOKEN' (default: $LMMREC_SERVE_TOKEN; neither: writes open)"
+        ),
+    ] = None,
+    max_image_bytes: Annotated[
+        int, typer.Option(min=1, help="largest image a write may send, in bytes once decoded")
+    ] = 8 * 1024 * 1024,
+    max_text_chars: Annotated[
+        int, typer.Option(min=1, help="longest text a write may send, in characters")
+    ] = 10_000,
+    max_request_bytes: Annotated[
+        int, typer.Option(min=1, help="largest write request body, in bytes")
+    ] = 64 * 1024 * 1024,
 ) -> None:
-    """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs."""
+    """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs. Reads are open;
+    items added or updated with POST /items are journaled in the bundle folder."""
     try:
+        from lmmrec.serving.api import read_token
         from lmmrec.serving.api import serve as run_server
+        from lmmrec.serving.writes import WriteLimits
     except ImportError as error:
         raise ConfigError(
             f"lmmrec serve needs the serve extra ({error.name} is missing): "
             "pip install 'lmmrec[serve]'"
         ) from error
+    token = None if token_file is None else read_token(token_file)
+    limits = WriteLimits(
+        max_image_bytes=max_image_bytes,
+        max_text_chars=max_text_chars,
+        max_request_bytes=max_request_bytes,
+    )
     console.print(f"serving {bundle} on http://{host}:{port} (docs: /docs); Ctrl-C stops")
-    run_server(bundle, host=host, port=port, index=index, nprobe=nprobe, threads=threads)
+    run_server(
+        bundle,
+        host=host,
+        port=port,
+        index=index,
+        nprobe=nprobe,
+        threads=threads,
+        token=token,
+        limits=limits,
+    )
 
 
 def register_serving(app: typer.Typer) -> None:

@@ -1,12 +1,13 @@
 """Serving: trained models as bundles (vectors, id maps, seen items), ranked by the one ranker.
 
-``export_bundle`` writes a bundle from a run, :class:`Service` answers requests in-process,
+``export_bundle`` writes a bundle from a run (with the encoder and content head that place new
+items, for content models), :class:`Service` answers requests and adds items in-process,
 :class:`Client` does the same in-process or over HTTP, and ``lmmrec serve`` puts the FastAPI app of
 :mod:`lmmrec.serving.api` (the ``serve`` extra: ``pip install 'lmmrec[serve]'``) in front of it.
 """
 
 from lmmrec.serving.bundle import Bundle, export_bundle, load_bundle
-from lmmrec.serving.client import Client
+from lmmrec.serving.client import Client, item_content
 from lmmrec.serving.service import Query, RequestError, Service
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "RequestError",
     "Service",
     "export_bundle",
+    "item_content",
     "load_bundle",
 ]

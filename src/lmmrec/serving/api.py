@@ -6,6 +6,10 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
 - ``POST /recommend`` (:class:`RecommendRequest`): top-K for a known user
 - ``POST /similar`` (:class:`SimilarRequest`): items closest to an item
 - ``POST /session`` (:class:`SessionRequest`): top-K for an anonymous session's items
+- ``POST /items`` (:class:`AddItemsRequest`): add or update items from their text and image
+  (base64), encoded in one batch with the bundle's encoder, rankable and durable when answered.
+  When the server has a token (``lmmrec serve --token-file`` or ``$LMMREC_SERVE_TOKEN``), writes
+  need ``Authorization: Bearer <token>`` (401 without, 403 with another); reads stay open.
 
 Concurrent requests are ranked together: each request's query joins a queue, and one worker
 thread ranks everything queued with one matrix product while new requests queue for the next
@@ -16,6 +20,9 @@ thread would compete for the cores with the event loop (and a load generator), e
 operation then waiting for a scheduler slice (with 8 clients on 2 shared cores, about a tenth
 of the requests/s: ``benchmarks/README.md``).
 
+Writes run in their own worker thread, so encoding never holds up the ranking batches; the
+service swaps the new item set in atomically (:mod:`lmmrec.serving.service`).
+
 Every rejected request gets a 4xx whose JSON body is :class:`~lmmrec.serving.schemas.Error`:
 ``{"detail": "<field>: <problem>; <fix>", "field": "<field>"}``.
 """
@@ -24,19 +31,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 import lmmrec
+from lmmrec.errors import ConfigError
 from lmmrec.serving.schemas import (
+    AddItemsRequest,
+    AddItemsResult,
     Error,
     Health,
+    ItemContent,
     Metadata,
     Ranking,
     RecommendRequest,
@@ -44,6 +59,7 @@ from lmmrec.serving.schemas import (
     SimilarRequest,
 )
 from lmmrec.serving.service import Query, RequestError, Service
+from lmmrec.serving.writes import WriteLimits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -51,10 +67,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": Error, "description": "a raw id in the request is not in the bundle"},
     422: {"model": Error, "description": "a field is missing, malformed or out of range"},
 }
-_HINTS = {
-    name: field.description
-    for model in (RecommendRequest, SimilarRequest, SessionRequest)
-    for name, field in model.model_fields.items()
+TOKEN_ENV = "LMMREC_SERVE_TOKEN"
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Error, "description": "the server has a token and the request sent none"},
+    403: {"model": Error, "description": "the request's token is not the server's"},
+    409: {"model": Error, "description": "this bundle cannot place new items"},
+    413: {"model": Error, "description": "an image or the request is over the size limit"},
+    422: ERRORS[422],
+    503: {"model": Error, "description": "the bundle's encoder cannot be loaded on this server"},
+}
+# module level: FastAPI resolves the (postponed) annotations of a dependency in this module
+_BEARER = HTTPBearer(auto_error=False, description="needed for writes when the server has one")
+_MODELS: dict[str, type[BaseModel]] = {
+    "/recommend": RecommendRequest,
+    "/similar": SimilarRequest,
+    "/session": SessionRequest,
+    "/items": AddItemsRequest,
 }
 
 
@@ -103,14 +131,35 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
 
-def create_app(service: Service, max_batch: int = 64) -> FastAPI:
-    """The FastAPI application serving ``service``."""
+def create_app(service: Service, max_batch: int = 64, token: str | None = None) -> FastAPI:
+    """The FastAPI application serving ``service``; ``token``: what writes must send."""
     batcher = Batcher(service.run, max_batch)
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmmrec-write")
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         batcher.close()
+        writer.shutdown(wait=True)
+
+    def authorise(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> None:
+        if token is None:
+            return
+        if credentials is None:
+            raise RequestError(
+                "authorization",
+                "writes need the server's token; send the header Authorization: Bearer <token>",
+                status=401,
+            )
+        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise RequestError(
+                "authorization",
+                "wrong token; send the one the server was started with (--token-file or "
+                f"${TOKEN_ENV})",
+                status=403,
+            )
 
     app = FastAPI(
         title="lmmrec",
@@ -122,12 +171,26 @@ def create_app(service: Service, max_batch: int = 64) -> FastAPI:
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, error: RequestError) -> JSONResponse:
         body = Error(detail=str(error), field=error.field)
-        return JSONResponse(body.model_dump(), status_code=error.status)
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return JSONResponse(body.model_dump(), status_code=error.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        field, detail = _describe(error.errors())
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        field, detail = _describe(error.errors(), _MODELS.get(request.url.path))
         return JSONResponse(Error(detail=detail, field=field).model_dump(), status_code=422)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        """Refuse a write whose declared body is over the limit before reading it."""
+        size = request.headers.get("content-length", "")
+        limit = service.limits.max_request_bytes
+        if request.url.path == "/items" and size.isdigit() and int(size) > limit:
+            detail = (
+                f"body: {size} bytes, over the limit of {limit}; send fewer items per request "
+                "(or start the server with a larger --max-request-bytes)"
+            )
+            return JSONResponse(Error(detail=detail, field="body").model_dump(), status_code=413)
+        return await call_next(request)
 
     @app.get("/health")
     async def health() -> Health:
@@ -154,11 +217,31 @@ def create_app(service: Service, max_batch: int = 64) -> FastAPI:
         """Top-K items for an anonymous session, from the mean of its items' vectors."""
         return await batcher.submit(service.query(request))
 
+    @app.post("/items", responses=WRITE_ERRORS, dependencies=[Depends(authorise)])
+    async def add_items(request: AddItemsRequest) -> AddItemsResult:
+        """Add or update items from their text and image (base64); they are rankable and
+        durable (journaled in the bundle folder) when the answer comes."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(writer, service.add_items, request)
+
     return app
 
 
-def _describe(errors: Sequence[Any]) -> tuple[str, str]:
-    """``(field, "field: problem; fix")`` for the first of pydantic's validation errors."""
+def _hint(model: type[BaseModel] | None, location: Sequence[str]) -> str:
+    """The description of the field at ``location`` (list positions skipped) in ``model``."""
+    hint = "see /docs"
+    for part in location:
+        field = None if model is None or part.isdigit() else model.model_fields.get(part)
+        if field is None:
+            continue
+        hint = field.description or hint
+        model = ItemContent if model is AddItemsRequest and part == "items" else None
+    return hint
+
+
+def _describe(errors: Sequence[Any], model: type[BaseModel] | None = None) -> tuple[str, str]:
+    """``(field, "field: problem; fix")`` for the first of pydantic's validation errors of a
+    request to ``model``."""
     if not errors:
         return "body", "body: invalid request; send a JSON object as described at /docs"
     first = errors[0]
@@ -169,12 +252,12 @@ def _describe(errors: Sequence[Any]) -> tuple[str, str]:
         reason = first.get("ctx", {}).get("error", "invalid JSON")
         return "body", f'body: malformed JSON ({reason}); send one JSON object, e.g. {{"k": 20}}'
     if kind == "missing":
-        return field, f"{field}: required; add it ({_HINTS.get(location[-1], 'see /docs')})"
+        return field, f"{field}: required; add it ({_hint(model, location)})"
     if kind == "extra_forbidden":
         return field, f"{field}: unknown field; remove it (the fields are listed at /docs)"
     shown = repr(first.get("input"))
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    hint = _HINTS.get(location[0], "see /docs") if location else "send one JSON object"
+    hint = _hint(model, location) if location else "send one JSON object"
     return field, f"{field}: {first.get('msg', 'invalid value')} (got {shown}); {hint}"
 
 
@@ -185,17 +268,46 @@ def serve(
     index: str = "exact",
     nprobe: int = 16,
     threads: int = 1,
+    token: str | None = None,
+    limits: WriteLimits | None = None,
 ) -> None:
     """Load the bundle folder and serve it with uvicorn until interrupted.
 
     ``threads`` caps the threads of torch, of the BLAS that computes the scores and of faiss,
-    for the whole process (see the module doc).
+    for the whole process (see the module doc). ``token``: what writes must send (default
+    ``$LMMREC_SERVE_TOKEN``; none: writes are open). The bundle's encoder, when it has one, is
+    loaded here, so that the first write does not wait for it.
     """
+    import logging
+
     import torch
     import uvicorn
     from threadpoolctl import threadpool_limits
 
-    app = create_app(Service.open(bundle, index=index, nprobe=nprobe))  # loads faiss if asked
+    service = Service.open(bundle, index=index, nprobe=nprobe, limits=limits)  # faiss if asked
+    if service.writable:
+        try:
+            service.placer()
+        except RequestError as error:  # reads are still served
+            logging.getLogger(__name__).warning("writes are refused: %s", error)
+    app = create_app(service, token=token if token is not None else os.environ.get(TOKEN_ENV))
     torch.set_num_threads(threads)
     threadpool_limits(limits=threads)  # numpy's OpenBLAS and every OpenMP runtime loaded
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def read_token(path: str | Path) -> str:
+    """The token in the file ``path`` (surrounding whitespace removed).
+
+    Raises:
+        ConfigError: the file cannot be read or holds no token.
+    """
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"--token-file {path}: cannot read it ({error}); check the path"
+        ) from None
+    if not token:
+        raise ConfigError(f"--token-file {path}: the file is empty; write the token into it")
+    return token

@@ -8,6 +8,11 @@ A bundle is a folder that needs neither the training data nor a trainer to be se
                            seen_indptr [U + 1] and seen_items [N] int64: each user's items (CSR)
     users.parquet          raw_id                  (row u = user u)
     items.parquet          raw_id, text, image     (row i = item i; image is a path or URL)
+    content/               only for models that can place new items from content: the item
+                           encoder (adapters included) and the model's content head
+                           (:mod:`lmmrec.serving.content`)
+    updates/               items added or updated through the service, an append-only journal
+                           replayed on load (:mod:`lmmrec.serving.journal`)
 
 Nothing is pickled (safetensors and Parquet), and the folder is written atomically: an export that
 fails leaves the previous bundle in place. "Seen" items are all of a user's known interactions
@@ -29,6 +34,8 @@ from safetensors.numpy import load_file, save_file
 import lmmrec
 from lmmrec.errors import DataError
 from lmmrec.io import atomic_path, hash_arrays, read_json, write_json
+from lmmrec.serving.content import CONTENT, ContentPart
+from lmmrec.serving.journal import Catalogue, Journal, apply_updates
 
 FORMAT = "lmmrec-bundle"
 FORMAT_VERSION = 1
@@ -50,6 +57,8 @@ class Bundle:
         texts: ``I`` item texts (``""`` when none).
         images: ``I`` image references, a path or a URL (``None`` when none).
         manifest: provenance (model, dataset hash, metrics, ...), see the module doc.
+        content: the encoder and content head that place new items (``None``: the model
+            cannot, or the run's features record no encoder).
     """
 
     user_vecs: np.ndarray
@@ -60,6 +69,7 @@ class Bundle:
     texts: list[str]
     images: list[str | None]
     manifest: dict[str, Any] = field(default_factory=dict)
+    content: ContentPart | None = None
 
     def __post_init__(self) -> None:
         self.user_vecs = np.ascontiguousarray(self.user_vecs, dtype=np.float32)
@@ -128,13 +138,17 @@ class Bundle:
             pd.DataFrame(
                 {"raw_id": self.item_ids.astype(str), "text": self.texts, "image": self.images}
             ).to_parquet(tmp / ITEMS)
+            manifest["content"] = None
+            if self.content is not None:
+                manifest["content"] = self.content.save(tmp / CONTENT)
             write_json(tmp / MANIFEST, manifest)
         self.manifest = manifest
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
-        """Read a bundle folder; :class:`DataError` when it is not one, or is damaged."""
+        """Read a bundle folder with its journal of updates replayed; :class:`DataError` when
+        it is not one, or is damaged."""
         path = Path(path)
         if not (path / MANIFEST).is_file():
             raise DataError(
@@ -178,7 +192,28 @@ class Bundle:
                 f"{path / VECTORS}: content hash differs from {MANIFEST}'s; the bundle is damaged "
                 "or was edited, export it again"
             )
-        return bundle
+        if isinstance(manifest.get("content"), dict):
+            bundle.content = ContentPart.load(path / CONTENT, manifest["content"])
+        return bundle.with_updates(Journal(path).read())
+
+    def with_updates(self, updates: list[Any]) -> Bundle:
+        """This bundle with journal ``updates`` replayed (:func:`journal.apply_updates`)."""
+        if not updates:
+            return self
+        merged = apply_updates(
+            Catalogue(self.item_ids, self.item_vecs, self.texts, self.images, self.seen), updates
+        )
+        return Bundle(
+            user_vecs=self.user_vecs,
+            item_vecs=merged.item_vecs,
+            user_ids=self.user_ids,
+            item_ids=merged.item_ids,
+            seen=merged.seen,
+            texts=merged.texts,
+            images=merged.images,
+            manifest=self.manifest,
+            content=self.content,
+        )
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -186,18 +221,25 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle.load(path)
 
 
-def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
+def export_bundle(
+    run_dir: str | Path, out_dir: str | Path, encoder: str | Path | None = None
+) -> Path:
     """Write the serving bundle of a finished run (its best checkpoint) to ``out_dir``.
 
     The run's dataset is loaded once, here, for the id maps, seen items and catalogue; the
-    bundle needs neither afterwards.
+    bundle needs neither afterwards. When the model can place new items from content, the
+    bundle also holds the item encoder and the model's content head
+    (:func:`lmmrec.serving.content.content_of_run`; ``encoder`` names the spec or saved folder
+    that made a frozen or fine-tuned run's features when it cannot be found from them).
     """
+    from lmmrec.serving.content import content_of_run
     from lmmrec.training.run import PROVENANCE, load_run
     from lmmrec.training.trainer import METRICS
 
     run_dir = Path(run_dir)
     config, dataset, trainer = load_run(run_dir)
     user_vecs, item_vecs = trainer.embed()
+    content, no_content = content_of_run(config, dataset, trainer, encoder)
     seen = (dataset.train + dataset.valid + dataset.test).tocsr()
     catalog = dataset.catalog
     texts = catalog.texts if catalog is not None else [""] * dataset.n_items
@@ -228,6 +270,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         "trained_with": {k: provenance.get(k) for k in ("lmmrec", "torch", "device", "precision")},
         "exported_with": lmmrec.__version__,
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "no_content": no_content,
     }
     bundle = Bundle(
         user_vecs=user_vecs.detach().cpu().numpy(),
@@ -238,5 +281,6 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path) -> Path:
         texts=list(texts),
         images=images,
         manifest=manifest,
+        content=content,
     )
     return bundle.save(out_dir)

@@ -9,6 +9,10 @@ first, where ``exclude`` is a ``[B, I]`` sparse matrix of items each query must 
   the ``nprobe`` clusters closest to the query; for catalogues where one exact product per
   request is too slow. It searches ``k`` plus the most items any query excludes, then drops the
   excluded ones. Its recall against exact is measured in ``benchmarks/bench_serving.py``.
+
+An index is never changed in place: ``updated(item_vecs, rows)`` returns a new one over the item
+vectors after a write (rows ``rows`` added or replaced), so a service swaps it in atomically while
+readers keep ranking with the one they hold.
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ class Index(Protocol):
         fewer than ``k`` items qualify."""
         ...
 
+    def updated(self, item_vecs: torch.Tensor, rows: np.ndarray) -> Index:
+        """A new index over ``[I', D]`` ``item_vecs``, where rows ``rows`` are new or changed
+        (every other row as before); this one is left as it is."""
+        ...
+
 
 class ExactIndex:
     """Exact inner-product top-K through the one ranker."""
@@ -47,6 +56,10 @@ class ExactIndex:
 
     def search(self, queries: torch.Tensor, k: int, exclude: sp.csr_matrix | None) -> TopK:
         return self.ranker.top_k(queries, k, seen=exclude, block_size=max(1, len(queries)))
+
+    def updated(self, item_vecs: torch.Tensor, rows: np.ndarray) -> ExactIndex:
+        """The ranker prepared again over the new item vectors (``O(I D)``, no training)."""
+        return ExactIndex(item_vecs)
 
 
 class FaissIndex:
@@ -81,6 +94,22 @@ class FaissIndex:
         self._index.add(vectors)
         self._index.nprobe = min(nprobe, self.nlist)
         self._quantizer = quantizer  # faiss does not own it from Python: keep it alive
+
+    def updated(self, item_vecs: torch.Tensor, rows: np.ndarray) -> FaissIndex:
+        """A copy of the index with rows ``rows`` removed and added again from ``item_vecs``:
+        each goes to the list of its nearest existing cluster (the clusters are not retrained)."""
+        import faiss
+
+        ids = np.asarray(rows, dtype=np.int64)
+        vectors = np.ascontiguousarray(item_vecs[torch.from_numpy(ids)].numpy(), np.float32)
+        copy = object.__new__(FaissIndex)
+        copy.n_items, copy.nlist = int(item_vecs.shape[0]), self.nlist
+        copy._index = faiss.clone_index(self._index)  # owns a copy of the quantizer
+        copy._index.nprobe = self._index.nprobe
+        copy._quantizer = None
+        copy._index.remove_ids(ids)
+        copy._index.add_with_ids(vectors, ids)
+        return copy
 
     def search(self, queries: torch.Tensor, k: int, exclude: sp.csr_matrix | None) -> TopK:
         n_queries = len(queries)

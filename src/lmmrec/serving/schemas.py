@@ -6,12 +6,15 @@ value is; a request that breaks one gets a 4xx that names the field and repeats 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 MAX_K = 1000  # the most items one request may ask for
 MAX_ITEMS_PER_REQUEST = 10_000  # candidates or session items in one request
+MAX_WRITE_ITEMS = 256  # items added or updated in one request
+MAX_TEXT_CEILING = 1_000_000  # characters; the service's own limit (--max-text-chars) is lower
+MAX_IMAGE_CEILING = 100_000_000  # base64 characters; the service's --max-image-bytes is lower
 RawId = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
@@ -66,6 +69,45 @@ class SessionRequest(_Request):
     )
 
 
+class ItemContent(_Request):
+    """A new or changed item: its raw id and its content (a text, an image or both)."""
+
+    item: RawId = Field(description="raw item id: a new id adds the item, a known one updates it")
+    text: str | None = Field(
+        None,
+        max_length=MAX_TEXT_CEILING,
+        description="the item's text (title, description); at most the service's --max-text-chars",
+    )
+    image: str | None = Field(
+        None,
+        max_length=MAX_IMAGE_CEILING,
+        description="the image file's bytes (JPEG, PNG, WebP, ...) in base64; at most the "
+        "service's --max-image-bytes once decoded",
+    )
+
+
+class AddItemsRequest(_Request):
+    """Items to add or update, encoded together (one batch through the encoder)."""
+
+    items: list[ItemContent] = Field(
+        min_length=1,
+        max_length=MAX_WRITE_ITEMS,
+        description=f"1..{MAX_WRITE_ITEMS} items, each with a distinct raw id",
+    )
+
+
+class WrittenItem(BaseModel):
+    item: str = Field(description="raw item id")
+    status: Literal["added", "updated"] = Field(description="a new item, or a known one replaced")
+
+
+class AddItemsResult(BaseModel):
+    """The items written (durably: they survive a restart) and now rankable."""
+
+    items: list[WrittenItem]
+    n_items: int = Field(description="items in the catalogue after the write")
+
+
 class ScoredItem(BaseModel):
     item: str = Field(description="raw item id")
     score: float = Field(description="inner product of the query and item vectors")
@@ -93,6 +135,7 @@ class Metadata(BaseModel):
     dim: int
     index: str
     max_k: int
+    writable: bool = Field(description="whether items can be added from their content")
     metrics: dict[str, Any] | None = Field(description="the run's metrics at export")
     exported_at: str | None
 
