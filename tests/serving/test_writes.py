@@ -214,7 +214,12 @@ def _png(size: tuple[int, int]) -> bytes:
 BAD_WRITES = [
     ({"item": "x", "image": "not base64!"}, 422, "items.0.image", "not valid base64"),
     ({"item": "x", "image": _b64(b"plain text, no image")}, 422, "items.0.image", "Pillow"),
-    ({"item": "x", "image": _b64(png_bytes(COLOURS[0], 1))}, 413, "items.0.image", "--max-image-bytes"),
+    (
+        {"item": "x", "image": _b64(png_bytes(COLOURS[0], 1))},
+        413,
+        "items.0.image",
+        "--max-image-bytes",
+    ),
     ({"item": "x", "image": _b64(_png((80, 2)))}, 422, "items.0.image", "over the limit of 100"),
     ({"item": "x", "text": "red " * 30}, 422, "items.0.text", "over the limit of 100"),
     ({"item": "x", "audio": "AAAA"}, 422, "items.0.audio", "unknown field; remove it"),
@@ -314,3 +319,53 @@ def test_readers_never_see_a_half_applied_write(writable_server: LiveServer) -> 
         for ids in batches:
             final |= {s.item: s.score for s in client.recommend("2", k=4, candidates=ids).items}
     assert all(final[item] == score for answer in seen for item, score in answer.items())
+
+
+def test_an_end_to_end_bundle_places_items_with_its_trained_encoder(tmp_path: Path) -> None:
+    from content_fixtures import content_dataset
+
+    from lmmrec.serving.bundle import export_bundle
+    from lmmrec.training import RunConfig, TrainConfig, train
+
+    dataset = content_dataset(tmp_path / "data")
+    config = RunConfig(
+        dataset=str(tmp_path / "data"),
+        model="freedom",
+        paradigm="end2end",
+        encoder={"spec": ENCODER, "strategy": "projection", "lr": 1e-2},
+        output_dir=str(tmp_path / "runs"),
+        name="e2e",
+        model_params={"embedding_size": 8},
+        train=TrainConfig(epochs=2, batch_size=64, ks=[5]),
+    )
+    run_dir = train(config, dataset=dataset).run_dir
+    bundle_dir = export_bundle(run_dir, tmp_path / "bundle")
+    assert Bundle.load(bundle_dir).manifest["content"]["encoder"]["strategy"] == "projection"
+    client = Client.open(bundle_dir)
+    client.add_item("n", text="red toy mug")
+    _, _, trainer = load_run(run_dir)
+    trained = trainer.step_module.encoding.encoder  # its heads, from the best checkpoint
+    fresh = build(ENCODER)
+    assert not torch.equal(trained.text_head.weight, fresh.text_head.weight)
+    with torch.no_grad():
+        feats = trained(trained.preprocess(ItemBatch(texts=["red toy mug"], images=[None])))
+    feats["image"] = torch.zeros_like(feats["image"])  # end to end: absent inputs are zeros
+    want = content_item_vectors(trainer.model, feats)[0]
+    service = client._service
+    torch.testing.assert_close(service.items.vecs[service.items.index_of["n"]], want)
+
+
+def test_the_faiss_index_takes_written_items(writable_dir: Path) -> None:
+    pytest.importorskip("faiss")
+    from lmmrec.serving.schemas import RecommendRequest
+
+    exact = Client.open(writable_dir)
+    approximate = Client.open(writable_dir, index="faiss")
+    for client in (exact, approximate):
+        client.add_items([item_content("f1", text="red toy"), item_content("3", text="blue mug")])
+    request = RecommendRequest(user="5", k=41, exclude_seen=False)
+    want = exact._service.recommend(request)
+    got = approximate._service.recommend(request)  # one cluster: every item is searched
+    assert got.index == "faiss" and len(got.items) == 41
+    assert [s.item for s in got.items] == [s.item for s in want.items]
+    assert [s.score for s in got.items] == pytest.approx([s.score for s in want.items], rel=1e-5)
