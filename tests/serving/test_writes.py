@@ -369,3 +369,16 @@ def test_the_faiss_index_takes_written_items(writable_dir: Path) -> None:
     assert got.index == "faiss" and len(got.items) == 41
     assert [s.item for s in got.items] == [s.item for s in want.items]
     assert [s.score for s in got.items] == pytest.approx([s.score for s in want.items], rel=1e-5)
+
+
+def test_the_token_file_must_hold_a_token(tmp_path: Path) -> None:
+    from lmmrec.errors import ConfigError
+    from lmmrec.serving.api import read_token
+
+    (tmp_path / "token").write_text("  s3cret\n")
+    assert read_token(tmp_path / "token") == "s3cret"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match=r"--token-file .*empty; write the token into it"):
+        read_token(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="cannot read it"):
+        read_token(tmp_path / "missing")
