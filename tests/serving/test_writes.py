@@ -198,11 +198,27 @@ def test_writes_survive_a_restart_of_a_real_server(content_run, writable_dir: Pa
 def test_an_interrupted_write_leaves_no_trace(writable_dir: Path) -> None:
     client = Client.open(writable_dir)
     client.add_item("kept", text="red mug")
+    client.close()  # as a stopped server does: another process may write now
     (writable_dir / UPDATES / ".000000000002.safetensors.tmp").write_bytes(b"half a write")
     reopened = Client.open(writable_dir)
     assert reopened.metadata().n_items == 41
     assert not list((writable_dir / UPDATES).glob(".*.tmp"))
     assert reopened.add_item("next", text="blue mug").n_items == 42
+
+
+def test_one_process_at_a_time_writes_to_a_bundle(writable_dir: Path) -> None:
+    first = Client.open(writable_dir)
+    first.add_item("a", text="red mug")
+    second = Client.open(writable_dir)  # e.g. a second server on the same folder
+    with pytest.raises(RequestError, match="another process is writing") as refused:
+        second.add_item("b", text="blue mug")
+    assert refused.value.status == 409
+    first.add_item("c", text="green mug")  # the first writer goes on
+    first.close()
+    assert second.add_item("b", text="blue mug").n_items == 42  # its view: a and b
+    names = sorted(p.name for p in (writable_dir / UPDATES).glob("*.safetensors"))
+    assert names == [f"{n:012d}.safetensors" for n in (1, 2, 3)]  # nothing written over
+    assert Client.open(writable_dir).metadata().n_items == 43  # a, b, c
 
 
 def _png(size: tuple[int, int]) -> bytes:
@@ -361,8 +377,9 @@ def test_the_faiss_index_takes_written_items(writable_dir: Path) -> None:
 
     exact = Client.open(writable_dir)
     approximate = Client.open(writable_dir, index="faiss")
-    for client in (exact, approximate):
+    for client in (exact, approximate):  # one writer at a time
         client.add_items([item_content("f1", text="red toy"), item_content("3", text="blue mug")])
+        client.close()
     request = RecommendRequest(user="5", k=41, exclude_seen=False)
     want = exact._service.recommend(request)
     got = approximate._service.recommend(request)  # one cluster: every item is searched

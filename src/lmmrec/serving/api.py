@@ -141,6 +141,7 @@ def create_app(service: Service, max_batch: int = 64, token: str | None = None) 
         yield
         batcher.close()
         writer.shutdown(wait=True)
+        service.close()
 
     def authorise(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],

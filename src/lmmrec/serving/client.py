@@ -132,8 +132,11 @@ class Client:
         return Metadata.model_validate(self._get("/metadata"))
 
     def close(self) -> None:
+        """Close the HTTP connection, or release an in-process service's bundle folder."""
         if self._http is not None:
             self._http.close()
+        if self._service is not None:
+            self._service.close()
 
     def __enter__(self) -> Client:
         return self

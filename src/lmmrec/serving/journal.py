@@ -6,7 +6,9 @@ metadata (JSON strings) and a content hash of the vectors. A file is written und
 name, flushed and ``fsync``-ed, renamed to its final name, and the folder is ``fsync``-ed; only
 then is the write acknowledged. A crash leaves either the whole file or none of it (temporaries
 are removed on the next load), so nothing acknowledged is lost, and no reader or restart sees half
-of a write.
+of a write. One process at a time writes to a bundle: the first write takes an exclusive lock on
+``updates/.lock`` (``flock``, released when the process ends), and a second writer is refused
+instead of numbering its files over the first one's. Readers of the same folder need no lock.
 
 :meth:`Journal.apply` replays the files in sequence order onto a loaded bundle: an id already in
 the bundle gets its row replaced, a new id is appended (row order = order of first appearance).
@@ -28,7 +30,13 @@ from safetensors.numpy import load, save
 from lmmrec.errors import DataError
 from lmmrec.io import hash_arrays
 
+try:  # POSIX; elsewhere a second writer is not detected
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
 UPDATES = "updates"
+LOCK = ".lock"
 FORMAT = "lmmrec-bundle-update"
 SUFFIX = ".safetensors"
 
@@ -54,6 +62,7 @@ class Journal:
         self.bundle_dir = Path(bundle_dir)
         self.folder = self.bundle_dir / UPDATES
         self.next = 1 + max((self._sequence(p) for p in self._files()), default=0)
+        self._lock: int | None = None  # the writer's lock file, held from its first write
 
     def _files(self) -> list[Path]:
         if not self.folder.is_dir():
@@ -65,10 +74,18 @@ class Journal:
         return int(path.name.split(".")[0])
 
     def append(self, update: Update) -> Path:
-        """Write ``update`` durably (module doc); returns its file."""
+        """Write ``update`` durably (module doc); returns its file.
+
+        Raises:
+            DataError: another process writes to this bundle.
+        """
         if not self.folder.is_dir():
             self.folder.mkdir()
             _fsync_dir(self.bundle_dir)
+        if self._lock is None:
+            self._lock = self._take_lock()
+            # a writer that held the lock before may have written since this journal opened
+            self.next = max(self.next, 1 + max(map(self._sequence, self._files()), default=0))
         metadata = {
             "format": FORMAT,
             "ids": json.dumps(update.ids),
@@ -87,6 +104,26 @@ class Journal:
         _fsync_dir(self.folder)
         self.next += 1
         return final
+
+    def _take_lock(self) -> int:
+        """The open, exclusively locked ``updates/.lock`` (module doc)."""
+        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise DataError(
+                    f"{self.folder}: another process is writing to this bundle; send writes to "
+                    "that server (one writer per bundle), or stop it first"
+                ) from None
+        return fd
+
+    def close(self) -> None:
+        """Let another process write (the lock is taken again by this journal's next write)."""
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases its flock
+            self._lock = None
 
     def read(self) -> list[Update]:
         """Every acknowledged update, in order; leftovers of interrupted writes are removed.

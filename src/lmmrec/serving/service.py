@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from lmmrec.errors import ConfigError
+from lmmrec.errors import ConfigError, DataError
 from lmmrec.serving.bundle import Bundle
 from lmmrec.serving.content import Placer
 from lmmrec.serving.errors import RequestError
@@ -309,6 +309,13 @@ class Service:
             exported_at=manifest.get("exported_at"),
         )
 
+    def close(self) -> None:
+        """Release this service's hold on its bundle folder's writes (another process may then
+        write to it); the service keeps answering, and takes the hold again on its next write."""
+        if self.journal is not None:
+            with self._write_lock:
+                self.journal.close()
+
     # ------------------------------------------------------------------ writes
     def placer(self) -> Placer:
         """The bundle's encoder and content head, loaded on first use.
@@ -365,6 +372,9 @@ class Service:
                 for raw in decoded.ids
             ]
             changed = current.with_rows(decoded.ids, vectors)
-            self.journal.append(update)  # type: ignore[union-attr]  # durable before visible
+            try:
+                self.journal.append(update)  # type: ignore[union-attr]  # durable before visible
+            except DataError as error:  # another process writes to this bundle
+                raise RequestError("items", str(error), status=409) from None
             self.items = changed
         return AddItemsResult(items=written, n_items=changed.n)
