@@ -39,7 +39,8 @@ def _dense_item_graph(model, feats: dict) -> torch.Tensor:
     for m, (name, projection) in enumerate(model.projections.items()):
         learned = learned + alpha[m] * _dense_knn(projection(feats[name]), 4)
         initial = initial + alpha[m] * _laplacian(_dense_knn(feats[name], 4))
-    return 0.1 * _laplacian(learned) + 0.9 * initial  # lambda_coeff 0.9
+    lam = model.config.lambda_coeff  # weight of the initial graphs
+    return (1 - lam) * _laplacian(learned) + lam * initial
 
 
 def test_item_graph_matches_mmrecs_dense_construction(tiny_dataset: Dataset) -> None:

@@ -30,7 +30,7 @@ def _model(train: sp.csr_matrix, dims: dict[str, int], **params: object) -> MMGC
 def test_forward_matches_a_dense_recomputation(tiny_dataset: Dataset, transpose: bool) -> None:
     train, dims = tiny_dataset.train, {"image": 12, "text": 7}
     train = train.T.tocsr() if transpose else train
-    model = _model(train, dims, embedding_size=8, latent_sizes={"image": 5})
+    model = _model(train, dims, embedding_size=8, latent_sizes={"image": 5}, n_layers=3)
     feats = _features(train.shape[1], dims)
     users, items = model.embed(feats)
 
@@ -54,7 +54,9 @@ def test_forward_matches_a_dense_recomputation(tiny_dataset: Dataset, transpose:
 
 
 def test_listed_modalities_are_projected_and_others_enter_raw(tiny_dataset: Dataset) -> None:
-    model = _model(tiny_dataset.train, {"image": 12, "text": 7}, latent_sizes={"image": 5})
+    model = _model(
+        tiny_dataset.train, {"image": 12, "text": 7}, latent_sizes={"image": 5}, n_layers=3
+    )
     image, text = model.gcns["image"], model.gcns["text"]
     assert image.projection.out_features == 5 and image.preference.shape[1] == 5
     assert image.convs[0].shape == (5, 5)
@@ -67,7 +69,7 @@ def test_listed_modalities_are_projected_and_others_enter_raw(tiny_dataset: Data
     "dims", [{"image": 6}, {"image": 6, "text": 5}, {"image": 6, "text": 5, "audio": 3}]
 )
 def test_any_number_of_modalities(tiny_dataset: Dataset, dims: dict[str, int]) -> None:
-    model = _model(tiny_dataset.train, dims, embedding_size=8)
+    model = _model(tiny_dataset.train, dims, embedding_size=8, learn_ids=True)
     assert list(model.gcns) == list(dims)
     feats = {m: t.requires_grad_() for m, t in _features(tiny_dataset.n_items, dims).items()}
     users, items = model.embed(feats)
@@ -80,7 +82,7 @@ def test_any_number_of_modalities(tiny_dataset: Dataset, dims: dict[str, int]) -
 
 def test_frozen_ids_reproduce_mmrecs_model(tiny_dataset: Dataset) -> None:
     dims = {"image": 6, "text": 5}
-    learned = _model(tiny_dataset.train, dims, embedding_size=8)
+    learned = _model(tiny_dataset.train, dims, embedding_size=8, learn_ids=True)
     frozen = _model(tiny_dataset.train, dims, embedding_size=8, learn_ids=False)
     tables = ["id_embedding", "gcns.image.preference", "gcns.text.preference"]
     frozen_names = {name for name, _ in frozen.named_parameters()}
