@@ -3,12 +3,12 @@
 Builds the validation :class:`~lmmrec.evaluation.Evaluator` of an MMRec folder and times, on seeded
 random vectors (``D`` wide), the whole ``Evaluator.evaluate``; the one ranker alone
 (``Ranker.top_k``: score products, masking and the two-stage top-K); the score products
-``user_vecs[block] @ item_vecs.T`` alone (written into one reused block buffer), by ``torch.mm``
-(what the ranker uses for evaluation blocks) and by numpy's BLAS (OpenBLAS, faster alone on AMD
-cores, slower inside the ranker's two-thread pipeline); and, for comparison, a plain
-``torch.topk`` over those buffers (the evaluator's former ranking). Prints the
-median of ``--repeats`` timed calls (after one warm-up call) in seconds, and the load average
-(the two cores are shared). Runs with the trainer's CPU allocator setting (``keep_freed_memory``).
+``user_vecs[block] @ item_vecs.T`` alone, written into one reused block buffer, three ways: as the
+ranker computes them (numpy's OpenBLAS, one single-threaded share of the block per torch thread),
+by ``torch.mm``, and by one plain numpy call (OpenBLAS's own threads); and, for comparison, a
+plain ``torch.topk`` over those buffers (the evaluator's former ranking). Prints the median of
+``--repeats`` timed calls (after one warm-up call) in seconds, and the load average (the two
+cores are shared). Runs with the trainer's CPU allocator setting (``keep_freed_memory``).
 
 Usage:
     python benchmarks/bench_eval.py [--data ../shared/data/amazon/sports] [--dim 64]
@@ -25,6 +25,7 @@ import torch
 
 from lmmrec.data.formats.mmrec import read_mmrec
 from lmmrec.evaluation import Evaluator, Ranker
+from lmmrec.evaluation.ranking import _blas_threads
 from lmmrec.runtime import keep_freed_memory
 from timing import median_seconds
 
@@ -56,6 +57,13 @@ def main() -> None:
         for block in blocks:
             torch.mm(user_vecs[block], item_vecs_t, out=scores[: len(block)])
 
+    prepared = Ranker(item_vecs)
+
+    def ranker_products() -> None:
+        with _blas_threads(1):
+            for block in blocks:
+                prepared._products(user_vecs[block], scores[: len(block)])
+
     def numpy_products() -> None:
         for block in blocks:
             np.matmul(
@@ -79,8 +87,13 @@ def main() -> None:
             f"Ranker.top_k (K = {k_max}): products, masking, two-stage top-K": median_seconds(
                 ranker, args.repeats
             ),
-            "score products alone, numpy (OpenBLAS)": median_seconds(numpy_products, args.repeats),
+            "score products alone, as the ranker runs them (OpenBLAS shares)": median_seconds(
+                ranker_products, args.repeats
+            ),
             "score products alone, torch.mm (MKL)": median_seconds(products, args.repeats),
+            "score products alone, one numpy call (OpenBLAS threads)": median_seconds(
+                numpy_products, args.repeats
+            ),
             f"torch.topk (K = {k_max}) over the score blocks alone": median_seconds(
                 torch_top_k, args.repeats
             ),

@@ -139,3 +139,23 @@ def test_one_thread_products_give_the_same_ranking() -> None:
     values, indices = _reference(users, items, seen, 20)
     assert torch.equal(single.scores, values)
     assert torch.equal(single.items, indices)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_parallel_blocks_rank_as_one_thread_does(threads: int) -> None:
+    # on the CPU, T torch threads rank every T-th block on a worker thread of its own
+    gen = torch.Generator().manual_seed(threads)
+    users = _exact_vectors(230, 16, gen)
+    items = _exact_vectors(3000, 16, gen)
+    seen = _seen(230, 3000, 0.05, seed=threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():  # as the evaluator calls it: the workers follow
+            got = top_k(users, items, 20, seen=seen, block_size=40)
+            one_block = top_k(users[:30], items, 20, seen=seen[:30], block_size=64)
+    finally:
+        torch.set_num_threads(before)
+    values, indices = _reference(users, items, seen, 20)
+    assert torch.equal(got.scores, values) and torch.equal(got.items, indices)
+    assert torch.equal(one_block.items, indices[:30])  # one block, split across the threads

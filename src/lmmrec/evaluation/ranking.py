@@ -30,7 +30,7 @@ import contextlib
 import functools
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -77,10 +77,7 @@ class Ranker:
         self.groups, per_group = _grouping(self.n_items)
         self.width = self.groups * per_group if self.groups else self.n_items  # I'
         self._item_t = self.item_vecs.T.contiguous()  # [D, I]
-        # On the CPU the products run in numpy's BLAS (the OpenBLAS of numpy's wheels), which
-        # is faster than torch's for these shapes here: a few queries (a served batch) item-major,
-        # [I, D] x [D, B] (1.6 ms for 8 queries x 63,001 items on one core, torch.mm 2.5 ms);
-        # evaluation blocks user-major, see _products.
+        # on the CPU the score products run in numpy (see _products)
         self._item_rows = self.item_vecs.contiguous().numpy() if self.item_vecs.is_cpu else None
 
     def top_k(
@@ -155,7 +152,8 @@ class Ranker:
         picked = torch.empty(n_rows, k + 1, dtype=torch.int64, device=device)
         chosen = torch.empty(n_rows, k, dtype=torch.int64, device=device)
         reaching = torch.empty(n_rows, dtype=torch.int64, device=device)
-        for start, stop, scores in self._score_blocks(user_vecs, rows, seen, block_size):
+
+        def two_stages(start: int, stop: int, scores: torch.Tensor) -> None:
             grid = scores.view(stop - start, -1, n_groups)  # [B, C, G]: item c * G + g
             group_max = grid.amax(dim=1)  # [B, G]
             best_groups = group_max.topk(k, dim=1, sorted=False).indices  # [B, K]
@@ -169,6 +167,8 @@ class Ranker:
             chosen[start:stop] = best_groups
             # groups whose maximum reaches the K-th score: all of them must have been searched
             torch.sum(group_max >= values[start:stop, k - 1 : k], dim=1, out=reaching[start:stop])
+
+        self._each_block(user_vecs, rows, seen, block_size, two_stages)
         member = torch.div(picked, k, rounding_mode="floor")  # [R, K + 1], c in the group
         items = member * n_groups + chosen.gather(1, picked - member * k)  # [R, K + 1]
         # a group left out may hold a K-th-place tie, and torch.topk orders equal scores
@@ -194,66 +194,82 @@ class Ranker:
         """Top-``k`` over whole rows by unique keys (score, then the lower item index)."""
         items = torch.empty(len(rows), k, dtype=torch.int64, device=self.item_vecs.device)
         scores = torch.empty(len(rows), k, device=self.item_vecs.device)
-        for start, stop, block in self._score_blocks(user_vecs, rows, seen, block_size):
+
+        def exactly(start: int, stop: int, block: torch.Tensor) -> None:
             scores[start:stop], items[start:stop] = _exact_top_k(block, k)
+
+        self._each_block(user_vecs, rows, seen, block_size, exactly)
         return TopK(items=items, scores=scores)
 
-    def _score_blocks(
+    def _each_block(
         self,
         user_vecs: torch.Tensor,
         rows: np.ndarray,
         seen: sp.csr_matrix | None,
         block_size: int,
-    ) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """``(start, stop, scores [B, I'])`` per block of ``rows``; seen and padding are -inf.
+        work: Callable[[int, int, torch.Tensor], None],
+    ) -> None:
+        """Call ``work(start, stop, scores [B, I'])`` once per block of ``rows``; the scores of
+        seen and padding items are -inf, and live in a buffer reused by the next block.
 
-        The scores live in one reused buffer: use each block before asking for the next.
+        On the CPU with ``T > 1`` torch threads, ``T`` workers of a small thread pool each take
+        every ``T``-th block and run it on **one** thread, torch's and OpenBLAS's alike (torch
+        and numpy let go of the GIL): the blocks are independent, so the cores never wait for
+        each other, where one block after another on ``T`` threads would meet at a barrier after
+        every operation (and, on cores shared with other work, wait a scheduler slice there).
+        ``work`` writes disjoint rows of its outputs, so it needs no lock.
         """
-        device, n_items = self.item_vecs.device, self.n_items
-        buffer = torch.full(
-            (min(block_size, max(1, len(rows))), self.width), -torch.inf, device=device
-        )  # the padding columns stay -inf: the products write the first I columns only
-        with _blas_threads(1 if self._item_rows is not None else None):
-            for start in range(0, len(rows), block_size):
-                stop = min(start + block_size, len(rows))
-                block = torch.from_numpy(rows[start:stop]).to(device)
+        spans = [
+            (start, min(start + block_size, len(rows))) for start in range(0, len(rows), block_size)
+        ]
+        threads = torch.get_num_threads() if self._item_rows is not None else 1
+        if 1 < len(spans) < threads:  # fewer blocks than threads: make one per thread
+            size = math.ceil(len(rows) / threads)
+            spans = [(start, min(start + size, len(rows))) for start in range(0, len(rows), size)]
+
+        inference = torch.is_inference_mode_enabled()  # a thread's own state: pass it on
+
+        @torch.no_grad()
+        def run(share: list[tuple[int, int]]) -> None:
+            with torch.inference_mode(inference):
+                run_share(share)
+
+        def run_share(share: list[tuple[int, int]]) -> None:
+            width = max(stop - start for start, stop in share)
+            buffer = torch.full((width, self.width), -torch.inf, device=self.item_vecs.device)
+            for start, stop in share:  # the padding columns stay -inf
                 scores = buffer[: stop - start]
-                self._products(user_vecs[block], scores[:, :n_items])
+                block = torch.from_numpy(rows[start:stop]).to(self.item_vecs.device)
+                self._products(user_vecs[block], scores[:, : self.n_items])
                 if seen is not None:
                     flat = _flat_indices(seen, start, stop, self.width)
-                    scores.view(-1)[torch.from_numpy(flat).to(device)] = -torch.inf
-                yield start, stop, scores
+                    scores.view(-1)[torch.from_numpy(flat).to(scores.device)] = -torch.inf
+                work(start, stop, scores)
+
+        if threads == 1 or len(spans) == 1:
+            run(spans)
+            return
+        with _blas_threads(1):
+            shares = [spans[worker::threads] for worker in range(threads)]
+            jobs = [_pool().submit(run, share) for share in shares if share]
+            for job in jobs:
+                job.result()
 
     def _products(self, queries: torch.Tensor, out: torch.Tensor) -> None:
         """``out[B, I] = queries[B, D] @ item_vecs.T``.
 
-        On the CPU, one query is torch's ``mm``; a served batch of at most
-        :data:`_ITEM_MAJOR_BELOW` queries is one item-major numpy product; an evaluation block is
-        split into one share of rows per torch thread, each a single-threaded numpy product run
-        from a small thread pool (numpy lets go of the GIL). Torch's own ``mm`` writes
-        ``[B, I]`` scores at half this speed on these shapes (``D`` small: 1.0 s against 0.5 s
-        for Sports' validation products on 2 threads); OpenBLAS's own threads would spin against
-        torch's OpenMP team between the products, so the caller (:meth:`_score_blocks`) holds
-        OpenBLAS to one thread meanwhile.
+        On the CPU the products run in numpy's BLAS (the OpenBLAS of numpy's wheels), which
+        writes ``[B, I]`` scores about twice as fast as torch's ``mm`` for these shapes here
+        (``D`` small: 0.5 s against 1.0 s for Sports' validation products); a served batch of at
+        most :data:`_ITEM_MAJOR_BELOW` queries goes item-major, ``[I, D] x [D, B]`` (1.6 ms for 8
+        queries x 63,001 items on one core, torch.mm 2.5 ms); one query, and any GPU, use torch.
         """
-        if self._item_rows is None or len(queries) == 1:  # one query: torch's mm is faster
+        if self._item_rows is None or len(queries) == 1:
             torch.mm(queries, self._item_t, out=out)
-            return
-        queries_np, out_np = queries.numpy(), out.numpy()
-        if len(queries) <= _ITEM_MAJOR_BELOW:
-            out_np[...] = (self._item_rows @ queries_np.T).T  # [I, B] -> [B, I]
-            return
-        item_t = self._item_t.numpy()  # [D, I]
-        shares = np.array_split(np.arange(len(queries)), max(1, torch.get_num_threads()))
-        jobs = [
-            _pool().submit(
-                np.matmul, queries_np[s[0] : s[-1] + 1], item_t, out=out_np[s[0] : s[-1] + 1]
-            )
-            for s in shares
-            if len(s)
-        ]
-        for job in jobs:
-            job.result()
+        elif len(queries) <= _ITEM_MAJOR_BELOW:
+            out.numpy()[...] = (self._item_rows @ queries.numpy().T).T  # [I, B] -> [B, I]
+        else:
+            np.matmul(queries.numpy(), self._item_t.numpy(), out=out.numpy())
 
 
 def top_k(
@@ -300,8 +316,13 @@ def _grouping(n_items: int) -> tuple[int, int]:
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
-    """The threads that run the CPU score products (idle, blocked, between rankings)."""
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="lmmrec-rank")
+    """The CPU ranking workers: one torch thread each (idle, blocked, between rankings)."""
+    return ThreadPoolExecutor(
+        max_workers=os.cpu_count() or 1,
+        thread_name_prefix="lmmrec-rank",
+        initializer=torch.set_num_threads,  # per thread: the caller keeps its own setting
+        initargs=(1,),
+    )
 
 
 @contextlib.contextmanager
