@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import numpy as np
 
+from lmmrec.data.catalog import ItemCatalog
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.splits import random_split
 
@@ -40,3 +44,31 @@ def planted_dataset(
         n_users=n_users,
         n_items=n_items,
     )
+
+
+def planted_content(
+    folder: Path,
+    group_words: Sequence[str],
+    noise_words: Sequence[str],
+    image: Callable[[int, int, np.random.Generator], bytes],
+) -> Dataset:
+    """:func:`planted_dataset` saved in ``folder`` with a catalogue: item ``i`` of group
+    ``g = i % 4`` has the text ``"<group_words[g]> <noise> <noise>"`` and the PNG
+    ``image(g, i, rng)``; item 5 has no image and item 6 no text (one seeded ``rng`` draws the
+    noise words and whatever ``image`` draws, item by item)."""
+    dataset = planted_dataset()
+    rng = np.random.default_rng(3)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    texts, images = [], []
+    for item in range(dataset.n_items):
+        group = item % len(group_words)
+        noise = rng.choice(noise_words, 2)
+        texts.append("" if item == 6 else f"{group_words[group]} {noise[0]} {noise[1]}")
+        if item == 5:
+            images.append(None)
+            continue
+        (folder / f"images/{item}.png").write_bytes(image(group, item, rng))
+        images.append(f"images/{item}.png")
+    dataset.catalog = ItemCatalog(texts=texts, images=images, root=folder)
+    dataset.save(folder)
+    return Dataset.load(folder)

@@ -18,7 +18,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lmmrec.data.catalog import ItemCatalog
 from lmmrec.data.dataset import Dataset
 from lmmrec.encoders.base import ItemEncoder, Layout
 from lmmrec.encoders.preprocessing import (
@@ -28,7 +27,7 @@ from lmmrec.encoders.preprocessing import (
     TextPreprocessor,
 )
 from lmmrec.encoders.registry import register
-from planted import planted_dataset
+from planted import planted_content
 
 WORDS = ["[PAD]", "red", "green", "blue", "yellow", "soft", "bright", "toy", "mug", "shirt"]
 COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 220, 40))
@@ -99,22 +98,9 @@ def content_dataset(folder: Path) -> Dataset:
     """The planted dataset (40 items in 4 groups) saved in ``folder`` with a catalogue: each
     item's text names its group's colour, its image is tinted in it; item 5 has no image and item
     6 no text."""
-    dataset = planted_dataset()
-    rng = np.random.default_rng(3)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    texts, images = [], []
-    for item in range(dataset.n_items):
-        group = item % len(COLOURS)
-        noise = rng.choice(WORDS[5:], 2)
-        texts.append("" if item == 6 else f"{WORDS[1 + group]} {noise[0]} {noise[1]}")
-        if item == 5:
-            images.append(None)
-            continue
-        (folder / f"images/{item}.png").write_bytes(png_bytes(COLOURS[group], item))
-        images.append(f"images/{item}.png")
-    dataset.catalog = ItemCatalog(texts=texts, images=images, root=folder)
-    dataset.save(folder)
-    return Dataset.load(folder)
+    return planted_content(
+        folder, WORDS[1:5], WORDS[5:], lambda group, item, _: png_bytes(COLOURS[group], item)
+    )
 
 
 def frozen_run(folder: Path, model: str = "vbpr") -> Path:

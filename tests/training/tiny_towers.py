@@ -8,6 +8,7 @@ tinted in their group's colour, so content predicts preferences.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lmmrec.data.catalog import ItemCatalog
 from lmmrec.data.dataset import Dataset
 from lmmrec.encoders.base import ItemEncoder, Layout
 from lmmrec.encoders.preprocessing import (
@@ -26,7 +26,7 @@ from lmmrec.encoders.preprocessing import (
     TextPreprocessor,
 )
 from lmmrec.encoders.registry import register
-from planted import planted_dataset
+from planted import planted_content
 
 WORDS = ["[PAD]", "red", "green", "blue", "yellow", "soft", "bright", "toy", "mug", "shirt"]
 GROUP_WORDS = ("red", "green", "blue", "yellow")
@@ -128,22 +128,12 @@ def content_dataset(folder: Path) -> Dataset:
     """The planted dataset (40 items, 4 groups) with a catalog saved in ``folder``: each item's
     text names its group's colour plus noise words, its image is tinted in that colour; item 5
     has no image and item 6 no text."""
-    dataset = planted_dataset()
-    rng = np.random.default_rng(3)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    texts, images = [], []
-    for item in range(dataset.n_items):
-        group = item % len(GROUP_WORDS)
-        noise = rng.choice(WORDS[5:], 2)
-        texts.append("" if item == 6 else f"{GROUP_WORDS[group]} {noise[0]} {noise[1]}")
-        if item == 5:
-            images.append(None)
-            continue
-        pixels = np.clip(
-            np.array(GROUP_COLOURS[group]) + rng.normal(0, 25, (12, 12, 3)), 0, 255
-        ).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"images/{item}.png")
-        images.append(f"images/{item}.png")
-    dataset.catalog = ItemCatalog(texts=texts, images=images, root=folder)
-    dataset.save(folder)
-    return Dataset.load(folder)
+
+    def image(group: int, item: int, rng: np.random.Generator) -> bytes:
+        noise = rng.normal(0, 25, (12, 12, 3))
+        pixels = np.clip(np.array(GROUP_COLOURS[group]) + noise, 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    return planted_content(folder, GROUP_WORDS, WORDS[5:], image)
