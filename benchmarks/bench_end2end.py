@@ -19,6 +19,8 @@ Usage::
 
     python benchmarks/bench_end2end.py steps --sizes 1200,7050 --batches 256,1024,2048
     python benchmarks/bench_end2end.py bank --sizes 7050 --batches 256 --strategies top:1
+    python benchmarks/bench_end2end.py bank --sizes 7050 --batches 256 --strategies full \
+        --random-clip small   # a random small CLIP: affordable on the CPU at Baby size
     python benchmarks/bench_end2end.py memory --sizes 1200
 """
 
@@ -36,7 +38,7 @@ from typing import Any
 
 import torch
 
-from catalogs import content_dataset
+from catalogs import CLIP_SIZES, content_dataset, random_clip_folder
 from lmmrec.data.dataset import Dataset
 from lmmrec.encoders import build, extract_features
 from lmmrec.encoders.towers import HeadedEncoder
@@ -223,6 +225,11 @@ def main() -> None:
     parser.add_argument("--strategies", default="frozen,projection,top:1,lora:8")
     parser.add_argument("--strategy", default="projection")
     parser.add_argument("--encoder", default="dual:default")
+    parser.add_argument(
+        "--random-clip",
+        choices=sorted(CLIP_SIZES),
+        help="use a random CLIP of this size (catalogs.CLIP_SIZES) instead of --encoder",
+    )
     parser.add_argument("--encoder-options", default="{}")
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3)
@@ -233,6 +240,9 @@ def main() -> None:
     args.size_list = [int(s) for s in args.sizes.split(",")]
     args.batch_list = [int(b) for b in args.batches.split(",")]
     args.encoder_options = json.loads(args.encoder_options)
+    if args.random_clip:
+        folder = args.work / f"clip-{args.random_clip}"
+        args.encoder = f"clip:{random_clip_folder(folder, args.random_clip)}"
     {"steps": steps, "bank": bank, "memory": memory, "one": one}[args.mode](args)
 
 

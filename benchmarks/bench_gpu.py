@@ -27,50 +27,10 @@ from pathlib import Path
 import torch
 
 from bench_end2end import _time_steps
-from catalogs import content_dataset
+from catalogs import content_dataset, random_clip_folder
 from lmmrec.encoders import build, extract_features
 from lmmrec.training import RunConfig, TrainConfig, Trainer, train
 from lmmrec.training.run import build_step
-
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-
-def clip_b16_folder(folder: Path) -> Path:
-    """A random CLIP of ViT-B/16's size with a character-level BPE tokenizer, saved."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    if (folder / "config.json").is_file():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    tokens = [*LETTERS, *(c + "</w>" for c in LETTERS), "<|startoftext|>", "<|endoftext|>"]
-    vocab = {token: index for index, token in enumerate(tokens)}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    eos = vocab["<|endoftext|>"]
-    text = dict(
-        vocab_size=len(vocab),
-        hidden_size=512,
-        intermediate_size=2048,
-        num_hidden_layers=12,
-        num_attention_heads=8,
-        max_position_embeddings=77,
-        bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=eos,
-        pad_token_id=eos,
-    )
-    vision = dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        image_size=224,
-        patch_size=16,
-    )
-    torch.manual_seed(0)
-    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=512)
-    CLIPModel(config).save_pretrained(folder)
-    CLIPTokenizer.from_pretrained(folder).save_pretrained(folder)
-    return folder
 
 
 def extraction(dataset, spec: str, workers: int, batch: int) -> dict:
@@ -169,7 +129,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     started = time.perf_counter()
-    spec = f"clip:{clip_b16_folder(args.work / 'clip-b16')}"
+    spec = f"clip:{random_clip_folder(args.work / 'clip-b16', 'b16')}"
     dataset = content_dataset(
         args.work / f"catalog-{args.items}", args.items, image_size=256, suffix=".jpg", workers=16
     )

@@ -9,10 +9,12 @@ in Baby), about 8 per user, split at random 8:1:1. Right for speed and memory, n
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from lmmrec.data.catalog import ItemCatalog
@@ -73,6 +75,112 @@ def _write_image(args: tuple[Path, int, int, str]) -> None:
     image.save(path, quality=90) if suffix == ".jpg" else image.save(path)
 
 
+# Random CLIPs (transformers' CLIPConfig): ViT-B/16's size (the paper's encoder, for the GPU
+# benchmarks); a small one (2 layers a tower) and a narrow one of ViT-B/16's depth (12 layers a
+# tower, 128 wide), whose costs a 2-core CPU can afford at a Baby-sized catalogue.
+CLIP_SIZES: dict[str, dict[str, dict[str, int]]] = {
+    "b16": {
+        "text": dict(
+            hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8
+        ),
+        "vision": dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=16,
+        ),
+    },
+    "small": {
+        "text": dict(
+            hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4
+        ),
+        "vision": dict(
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=96,
+            patch_size=16,
+        ),
+    },
+    "deep": {
+        "text": dict(
+            hidden_size=128, intermediate_size=512, num_hidden_layers=12, num_attention_heads=4
+        ),
+        "vision": dict(
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=12,
+            num_attention_heads=4,
+            image_size=96,
+            patch_size=16,
+        ),
+    },
+}
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def random_clip_folder(folder: Path, size: str = "b16") -> Path:
+    """A random CLIP of ``size`` (:data:`CLIP_SIZES`) with a character-level BPE tokenizer,
+    saved to ``folder`` (reused when it is there); load it with the spec ``clip:FOLDER``."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    if (folder / "config.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    tokens = [*LETTERS, *(c + "</w>" for c in LETTERS), "<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    eos = vocab["<|endoftext|>"]
+    text = CLIP_SIZES[size]["text"] | dict(
+        vocab_size=len(vocab),
+        max_position_embeddings=77,
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    torch.manual_seed(0)
+    projection = 512 if size == "b16" else 128
+    config = CLIPConfig(
+        text_config=text, vision_config=CLIP_SIZES[size]["vision"], projection_dim=projection
+    )
+    CLIPModel(config).save_pretrained(folder)
+    CLIPTokenizer.from_pretrained(folder).save_pretrained(folder)
+    return folder
+
+
+# users, items, interactions of the MMRec benchmark's Amazon Clothing (no interactions offline)
+AMAZON_SHAPES = {"clothing": (39_387, 23_033, 278_677)}
+
+
+def interactions_dataset(
+    name: str, n_users: int, n_items: int, n_interactions: int, seed: int = 0
+) -> Dataset:
+    """Interactions only, drawn with Amazon-like popularity (module doc): every user has 5 or
+    more (about ``n_interactions`` in all, fewer after duplicates go), split at random 8:1:1."""
+    rng = np.random.default_rng(seed)
+    popularity = np.arange(1, n_items + 1, dtype=np.float64) ** -0.8
+    popularity = rng.permutation(popularity / popularity.sum())
+    mean = n_interactions / n_users
+    per_user = rng.integers(5, max(6, round(2 * mean - 4)), n_users)  # mean ~ n_inter / n_users
+    users = np.repeat(np.arange(n_users), per_user)
+    items = rng.choice(n_items, size=len(users), p=popularity)
+    pairs = np.unique(users.astype(np.int64) * n_items + items)
+    users, items = pairs // n_items, pairs % n_items
+    return Dataset.from_interactions(
+        users,
+        items,
+        random_split(users, seed=seed),
+        name=name,
+        where="benchmarks/catalogs.py",
+        n_users=n_users,
+        n_items=n_items,
+    )
+
+
 def content_dataset(
     folder: Path,
     n_items: int,
@@ -88,22 +196,7 @@ def content_dataset(
         return Dataset.load(folder)
     rng = np.random.default_rng(seed)
     n_users = int(2.76 * n_items)  # Amazon Baby: 19,445 users, 7,050 items
-    popularity = np.arange(1, n_items + 1, dtype=np.float64) ** -0.8
-    popularity = rng.permutation(popularity / popularity.sum())
-    per_user = rng.integers(5, 12, n_users)
-    users = np.repeat(np.arange(n_users), per_user)
-    items = rng.choice(n_items, size=len(users), p=popularity)
-    pairs = np.unique(users.astype(np.int64) * n_items + items)
-    users, items = pairs // n_items, pairs % n_items
-    dataset = Dataset.from_interactions(
-        users,
-        items,
-        random_split(users, seed=seed),
-        name=f"synthetic-{n_items}",
-        where="benchmarks/catalogs.py",
-        n_users=n_users,
-        n_items=n_items,
-    )
+    dataset = interactions_dataset(f"synthetic-{n_items}", n_users, n_items, 8 * n_users, seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     names = [f"images/{i}{suffix}" for i in range(n_items)]
     jobs = [
