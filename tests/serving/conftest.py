@@ -23,15 +23,20 @@ def bundle_dir(bundle: Bundle, tmp_path: Path) -> Path:
     return bundle.save(tmp_path / "bundle")
 
 
-@pytest.fixture
-def live_server(bundle_dir: Path) -> Iterator[LiveServer]:
+def _served(folder: Path) -> Iterator[LiveServer]:
+    """A real uvicorn server on loopback over the bundle ``folder`` (writes open, no token)."""
     pytest.importorskip("fastapi")
     from lmmrec.serving.api import create_app
     from lmmrec.serving.service import Service
 
-    server = LiveServer(create_app(Service.open(bundle_dir)))
+    server = LiveServer(create_app(Service.open(folder)))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def live_server(bundle_dir: Path) -> Iterator[LiveServer]:
+    yield from _served(bundle_dir)
 
 
 @pytest.fixture(scope="session")
@@ -55,10 +60,4 @@ def writable_dir(content_run: tuple[Path, Path], tmp_path: Path) -> Path:
 @pytest.fixture
 def writable_server(writable_dir: Path) -> Iterator[LiveServer]:
     """A real uvicorn server on loopback over :func:`writable_dir`, writes open (no token)."""
-    pytest.importorskip("fastapi")
-    from lmmrec.serving.api import create_app
-    from lmmrec.serving.service import Service
-
-    server = LiveServer(create_app(Service.open(writable_dir)))
-    yield server
-    server.stop()
+    yield from _served(writable_dir)
