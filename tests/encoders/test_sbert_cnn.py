@@ -73,3 +73,18 @@ def test_cnn_needs_config_and_processor(tmp_path: Path, vit_folder: Path) -> Non
     (tmp_path / "config.json").write_bytes((vit_folder / "config.json").read_bytes())
     with pytest.raises(ConfigError, match=r"preprocessor_config\.json"):
         encoders.build(f"cnn:{tmp_path}")
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_loading_hides_transformers_progress_bar_and_restores_it(shown: bool) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from lmmrec.encoders.base import quiet_loading
+
+    (hf_logging.enable_progress_bar if shown else hf_logging.disable_progress_bar)()
+    try:
+        with quiet_loading():
+            assert not hf_logging.is_progress_bar_enabled()
+        assert hf_logging.is_progress_bar_enabled() is shown
+    finally:
+        hf_logging.enable_progress_bar()

@@ -38,9 +38,10 @@ Dimensions: B batch, D_m output size of modality m.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -333,6 +334,22 @@ class ItemEncoder(nn.Module, ABC):
         if self.lineage is not None:
             description["lineage"] = self.lineage
         return description
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' "Loading weights" progress bar while an encoder loads its weights (a
+    fraction of a second each; the setting is restored after), so that long work keeps the
+    only progress bars a user sees."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def fuse(

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lmmrec.encoders.base import ItemEncoder, Layout, fuse
+from lmmrec.encoders.base import ItemEncoder, Layout, fuse, quiet_loading
 from lmmrec.encoders.preprocessing import (
     CLIP_MEAN,
     CLIP_STD,
@@ -51,7 +51,8 @@ class CLIPEncoder(ItemEncoder):
 
         folder = Path(source).expanduser()
         try:
-            self.model = CLIPModel.from_pretrained(str(folder) if folder.is_dir() else source)
+            with quiet_loading():
+                self.model = CLIPModel.from_pretrained(str(folder) if folder.is_dir() else source)
             tokenizer = CLIPTokenizer.from_pretrained(str(folder) if folder.is_dir() else source)
         except (OSError, ValueError) as error:
             raise ConfigError(

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmmrec.encoders.base import ItemEncoder, Layout, find_layers
+from lmmrec.encoders.base import ItemEncoder, Layout, find_layers, quiet_loading
 from lmmrec.encoders.preprocessing import ImagePreprocessor, ImageTransform, Preprocessor
 from lmmrec.encoders.registry import register
 from lmmrec.errors import ConfigError
@@ -96,7 +96,8 @@ class HFVisionBackbone(nn.Module):
             if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
             else {}
         )
-        self.model = AutoModel.from_pretrained(folder, **kwargs)
+        with quiet_loading():
+            self.model = AutoModel.from_pretrained(folder, **kwargs)
         self.transform = ImageTransform.from_hf(
             AutoImageProcessor.from_pretrained(folder, backend="pil")
         )

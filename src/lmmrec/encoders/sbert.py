@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lmmrec.encoders.base import ItemEncoder, Layout, find_layers
+from lmmrec.encoders.base import ItemEncoder, Layout, find_layers, quiet_loading
 from lmmrec.encoders.preprocessing import Preprocessor, TextPreprocessor
 from lmmrec.encoders.registry import register
 from lmmrec.errors import ConfigError
@@ -52,7 +52,8 @@ class SBertEncoder(ItemEncoder):
                 f"{path} is not a sentence-transformers folder (modules.json is missing); "
                 "give a folder saved with SentenceTransformer.save, or sbert:default"
             )
-        self.model = SentenceTransformer(str(path), device="cpu")
+        with quiet_loading():
+            self.model = SentenceTransformer(str(path), device="cpu")
         transformer = self.model[0]
         # sentence-transformers pools token embeddings itself; the HF pooler is dead weight
         if getattr(transformer.model, "pooler", None) is not None:
