@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving_fixtures import LiveServer, tiny_bundle
+from serving_fixtures import tiny_bundle
 
 from lmmrec.data.dataset import Dataset
+from lmmrec.serving.background import BackgroundServer
 from lmmrec.serving.bundle import Bundle
 
 
@@ -23,19 +24,19 @@ def bundle_dir(bundle: Bundle, tmp_path: Path) -> Path:
     return bundle.save(tmp_path / "bundle")
 
 
-def _served(folder: Path) -> Iterator[LiveServer]:
+def _served(folder: Path) -> Iterator[BackgroundServer]:
     """A real uvicorn server on loopback over the bundle ``folder`` (writes open, no token)."""
     pytest.importorskip("fastapi")
     from lmmrec.serving.api import create_app
     from lmmrec.serving.service import Service
 
-    server = LiveServer(create_app(Service.open(folder)))
+    server = BackgroundServer(create_app(Service.open(folder)))
     yield server
     server.stop()
 
 
 @pytest.fixture
-def live_server(bundle_dir: Path) -> Iterator[LiveServer]:
+def live_server(bundle_dir: Path) -> Iterator[BackgroundServer]:
     yield from _served(bundle_dir)
 
 
@@ -58,6 +59,6 @@ def writable_dir(content_run: tuple[Path, Path], tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def writable_server(writable_dir: Path) -> Iterator[LiveServer]:
+def writable_server(writable_dir: Path) -> Iterator[BackgroundServer]:
     """A real uvicorn server on loopback over :func:`writable_dir`, writes open (no token)."""
     yield from _served(writable_dir)

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_fixtures import LiveServer
 
+from lmmrec.serving.background import BackgroundServer
 from lmmrec.serving.client import Client
 from lmmrec.serving.service import RequestError
 
 pytest.importorskip("fastapi")
 
 
-def test_health_and_metadata(live_server: LiveServer) -> None:
+def test_health_and_metadata(live_server: BackgroundServer) -> None:
     with httpx.Client(base_url=live_server.url) as http:
         assert http.get("/health").json() == {"status": "ok"}
         meta = http.get("/metadata").json()
@@ -25,7 +25,7 @@ def test_health_and_metadata(live_server: LiveServer) -> None:
 
 
 def test_http_answers_equal_the_in_process_client(
-    live_server: LiveServer, bundle_dir: Path
+    live_server: BackgroundServer, bundle_dir: Path
 ) -> None:
     local = Client.open(bundle_dir)
     with Client.connect(live_server.url) as remote:
@@ -60,7 +60,7 @@ def test_http_answers_equal_the_in_process_client(
     ],
 )
 def test_bad_requests_name_the_field_and_the_fix(
-    live_server: LiveServer, path: str, body: object, status: int, field: str, words: str
+    live_server: BackgroundServer, path: str, body: object, status: int, field: str, words: str
 ) -> None:
     response = httpx.post(live_server.url + path, json=body)
     assert response.status_code == status
@@ -70,7 +70,7 @@ def test_bad_requests_name_the_field_and_the_fix(
     assert words in error["detail"]
 
 
-def test_malformed_json_is_a_422(live_server: LiveServer) -> None:
+def test_malformed_json_is_a_422(live_server: BackgroundServer) -> None:
     response = httpx.post(
         live_server.url + "/recommend",
         content=b'{"user": "u1", "k": ',
@@ -80,7 +80,9 @@ def test_malformed_json_is_a_422(live_server: LiveServer) -> None:
     assert response.json()["detail"].startswith("body: malformed JSON")
 
 
-def test_concurrent_readers_get_the_answers_of_sequential_ones(live_server: LiveServer) -> None:
+def test_concurrent_readers_get_the_answers_of_sequential_ones(
+    live_server: BackgroundServer,
+) -> None:
     requests = [("/recommend", {"user": f"u{u % 60}", "k": 1 + u % 25}) for u in range(120)]
     requests += [("/similar", {"item": f"i{i % 40}", "k": 7}) for i in range(40)]
     requests += [("/session", {"items": [f"i{i}", f"i{i + 1}"], "k": 9}) for i in range(39)]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from serving_fixtures import LiveServer
+
+from lmmrec.serving.background import BackgroundServer
 
 schemathesis = pytest.importorskip("schemathesis")
 pytest.importorskip("fastapi")
@@ -18,7 +19,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: 
 def test_no_endpoint_fails_or_breaks_its_schema(
     server: str, request: pytest.FixtureRequest
 ) -> None:
-    live_server: LiveServer = request.getfixturevalue(server)
+    live_server: BackgroundServer = request.getfixturevalue(server)
     schema = schemathesis.openapi.from_url(live_server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} == {

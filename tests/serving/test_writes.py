@@ -15,9 +15,9 @@ import pytest
 import torch
 from content_fixtures import COLOURS, ENCODER, png_bytes
 from PIL import Image
-from serving_fixtures import LiveServer
 
 from lmmrec.encoders import ItemBatch, build
+from lmmrec.serving.background import BackgroundServer
 from lmmrec.serving.bundle import Bundle
 from lmmrec.serving.client import Client, item_content
 from lmmrec.serving.cold_start import content_item_vectors
@@ -136,7 +136,7 @@ def test_updating_an_item_replaces_its_vector_and_keeps_its_row(
 def test_writes_need_the_token_when_there_is_one(writable_dir: Path) -> None:
     from lmmrec.serving.api import create_app
 
-    server = LiveServer(create_app(Service.open(writable_dir), token="s3cret"))
+    server = BackgroundServer(create_app(Service.open(writable_dir), token="s3cret"))
     body = {"items": [{"item": "t1", "text": "red mug"}]}
     try:
         with httpx.Client(base_url=server.url) as http:
@@ -162,7 +162,7 @@ def test_writes_survive_a_restart_of_a_real_server(content_run, writable_dir: Pa
     from lmmrec.serving.api import create_app
 
     image = png_bytes(COLOURS[0], seed=7)
-    server = LiveServer(create_app(Service.open(writable_dir)))
+    server = BackgroundServer(create_app(Service.open(writable_dir)))
     try:
         with Client.connect(server.url) as client:
             client.add_items(
@@ -176,7 +176,7 @@ def test_writes_survive_a_restart_of_a_real_server(content_run, writable_dir: Pa
     finally:
         server.stop()
     assert len(list((writable_dir / UPDATES).glob("*.safetensors"))) == 2
-    server = LiveServer(create_app(Service.open(writable_dir)))
+    server = BackgroundServer(create_app(Service.open(writable_dir)))
     try:
         with Client.connect(server.url) as client:
             assert client.metadata().n_items == 42
@@ -252,7 +252,7 @@ def test_bad_items_are_refused_naming_the_field(
     from lmmrec.serving.api import create_app
 
     limits = WriteLimits(max_image_bytes=200, max_text_chars=100, max_image_pixels=100)
-    server = LiveServer(create_app(Service.open(writable_dir, limits=limits)))
+    server = BackgroundServer(create_app(Service.open(writable_dir, limits=limits)))
     try:
         response = httpx.post(server.url + "/items", json={"items": [item]})
     finally:
@@ -264,7 +264,7 @@ def test_bad_items_are_refused_naming_the_field(
     assert not (writable_dir / UPDATES).exists()  # nothing was written
 
 
-def test_duplicate_ids_and_oversized_bodies_are_refused(writable_server: LiveServer) -> None:
+def test_duplicate_ids_and_oversized_bodies_are_refused(writable_server: BackgroundServer) -> None:
     twice = {"items": [{"item": "d", "text": "red"}, {"item": "d", "text": "blue"}]}
     response = httpx.post(writable_server.url + "/items", json=twice)
     assert response.status_code == 422
@@ -277,7 +277,7 @@ def test_duplicate_ids_and_oversized_bodies_are_refused(writable_server: LiveSer
     assert huge.status_code == 413 and huge.json()["field"] == "body"
 
 
-def test_a_bundle_that_cannot_place_items_says_so(live_server: LiveServer, bundle) -> None:
+def test_a_bundle_that_cannot_place_items_says_so(live_server: BackgroundServer, bundle) -> None:
     response = httpx.post(live_server.url + "/items", json={"items": [{"item": "n", "text": "a"}]})
     assert response.status_code == 409
     assert response.json()["detail"].startswith("items: this bundle cannot place new items")
@@ -287,7 +287,7 @@ def test_a_bundle_that_cannot_place_items_says_so(live_server: LiveServer, bundl
     assert httpx.get(live_server.url + "/metadata").json()["writable"] is False
 
 
-def test_readers_never_see_a_half_applied_write(writable_server: LiveServer) -> None:
+def test_readers_never_see_a_half_applied_write(writable_server: BackgroundServer) -> None:
     """One writer adds batches of 4 items while readers rank among a batch's ids: each answer
     knows all 4 of them (200) or none (404 naming them all), and ranks them by the vectors
     acknowledged for them."""
