@@ -12,9 +12,14 @@ measurements alternate for ``--rounds`` rounds:
   (base64 images, encoded beforehand, as a client would send them): checking and decoding,
   encoding, the content head, the durable journal write (fsync) and the swap of the item set
   with its ranker prepared again. Each round writes new ids, so the catalogue grows.
+* **HTTP**: the same requests as ``POST /items`` JSON bodies to the same service behind the API,
+  served by uvicorn from a background thread of this process on 127.0.0.1
+  (:class:`~lmmrec.serving.background.BackgroundServer`): adds the JSON parsing and validation of
+  the base64 bodies, and the client's sending, on the same cores.
 
-Both run in this process with ``--threads`` torch/BLAS threads (the server's default is 1). The
-ratio service/encoder is reported per round and as the median (the issue's goal: >= 85%).
+All run in this process with ``--threads`` torch/BLAS threads (the server's default is 1). The
+ratios service/encoder and HTTP/encoder are reported per round and as medians (the issue's goal:
+>= 85%).
 
 Usage:
     python benchmarks/bench_serving_writes.py [--n 96] [--batch 32] [--rounds 3] [--threads 1]
@@ -32,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -41,6 +47,8 @@ from threadpoolctl import threadpool_limits
 from lmmrec.data.loading import load_dataset
 from lmmrec.encoders import ItemBatch, build
 from lmmrec.models.content_head import ContentHead
+from lmmrec.serving.api import create_app
+from lmmrec.serving.background import BackgroundServer
 from lmmrec.serving.bundle import Bundle
 from lmmrec.serving.content import ContentPart
 from lmmrec.serving.schemas import AddItemsRequest, ItemContent
@@ -105,6 +113,18 @@ def through_service(service: Service, requests: list[AddItemsRequest]) -> float:
     return time.perf_counter() - began
 
 
+def through_http(url: str, requests: list[AddItemsRequest]) -> float:
+    with httpx.Client(base_url=url, timeout=600) as client:
+        bodies = [request.model_dump_json(exclude_none=True) for request in requests]
+        began = time.perf_counter()
+        for body in bodies:
+            answer = client.post(
+                "/items", content=body, headers={"content-type": "application/json"}
+            )
+            answer.raise_for_status()
+        return time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=96, help="items ingested per round and side")
@@ -134,24 +154,37 @@ def main() -> None:
             f"{args.threads} thread(s); {args.n} demo items per round, batches of {args.batch}; "
             f"catalogue {args.items} items x {args.dim}-d, {args.users} users"
         )
-        print("| round | encoder items/s | service items/s | service / encoder |")
-        print("|---|---|---|---|")
-        ratios = []
-        for round_ in range(args.rounds):
-            requests = [
+        print(
+            "| round | encoder items/s | service items/s | HTTP items/s | service / encoder "
+            "| HTTP / encoder |"
+        )
+        print("|---|---|---|---|---|---|")
+        ratios: dict[str, list[float]] = {"service": [], "HTTP": []}
+
+        def requests(prefix: str) -> list[AddItemsRequest]:
+            return [
                 AddItemsRequest(
                     items=[
-                        ItemContent(item=f"r{round_}-{i}", text=texts[i], image=encoded[i])
+                        ItemContent(item=f"{prefix}-{i}", text=texts[i], image=encoded[i])
                         for i in range(start, min(start + args.batch, args.n))
                     ]
                 )
                 for start in range(0, args.n, args.batch)
             ]
-            alone = args.n / encoder_alone(encoder, texts, images, args.batch)
-            served = args.n / through_service(service, requests)
-            ratios.append(served / alone)
-            print(f"| {round_ + 1} | {alone:.1f} | {served:.1f} | {served / alone:.1%} |")
-        print(f"median ratio {statistics.median(ratios):.1%}; load average {os.getloadavg()}")
+
+        with BackgroundServer(create_app(service)) as server:
+            for round_ in range(args.rounds):
+                alone = args.n / encoder_alone(encoder, texts, images, args.batch)
+                served = args.n / through_service(service, requests(f"r{round_}"))
+                http = args.n / through_http(server.url, requests(f"h{round_}"))
+                ratios["service"].append(served / alone)
+                ratios["HTTP"].append(http / alone)
+                print(
+                    f"| {round_ + 1} | {alone:.1f} | {served:.1f} | {http:.1f} | "
+                    f"{served / alone:.1%} | {http / alone:.1%} |"
+                )
+        medians = ", ".join(f"{k} {statistics.median(v):.1%}" for k, v in ratios.items())
+        print(f"median ratios: {medians}; load average {os.getloadavg()}")
         print(f"catalogue after the rounds: {service.items.n} items")
 
 
