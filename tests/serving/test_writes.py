@@ -399,3 +399,32 @@ def test_the_token_file_must_hold_a_token(tmp_path: Path) -> None:
         read_token(tmp_path / "empty")
     with pytest.raises(ConfigError, match="cannot read it"):
         read_token(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "writable", "warns"),
+    [
+        ("0.0.0.0", None, True, True),
+        ("0.0.0.0", "s3cret", True, False),
+        ("127.0.0.1", None, True, False),
+        ("0.0.0.0", None, False, False),  # an ID-only bundle takes no writes
+    ],
+)
+def test_serving_writes_beyond_loopback_without_a_token_warns(
+    host: str, token: str | None, writable: bool, warns: bool
+) -> None:
+    import warnings
+
+    from lmmrec.serving.api import warn_open_writes
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert warn_open_writes(host, token, writable) is warns
+    assert [str(w.message) for w in caught] == (
+        [
+            f"writes (POST /items) are open to anyone who can reach {host}: set a token with "
+            "--token-file or $LMMREC_SERVE_TOKEN, or serve on 127.0.0.1"
+        ]
+        if warns
+        else []
+    )

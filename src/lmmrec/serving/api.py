@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import hmac
 import os
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -291,10 +292,28 @@ def serve(
             service.placer()
         except RequestError as error:  # reads are still served
             logging.getLogger(__name__).warning("writes are refused: %s", error)
-    app = create_app(service, token=token if token is not None else os.environ.get(TOKEN_ENV))
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    warn_open_writes(host, token, service.writable)
+    app = create_app(service, token=token)
     torch.set_num_threads(threads)
     threadpool_limits(limits=threads)  # numpy's OpenBLAS and every OpenMP runtime loaded
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def warn_open_writes(host: str, token: str | None, writable: bool) -> bool:
+    """Warn (one line) when writes would be open beyond this machine: a writable bundle served on
+    a non-loopback ``host`` without a token. Returns whether it warned."""
+    if token or not writable or host in LOOPBACK:
+        return False
+    warnings.warn(
+        f"writes (POST /items) are open to anyone who can reach {host}: set a token with "
+        f"--token-file or ${TOKEN_ENV}, or serve on 127.0.0.1",
+        stacklevel=2,
+    )
+    return True
 
 
 def read_token(path: str | Path) -> str:
