@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -159,3 +163,29 @@ def test_parallel_blocks_rank_as_one_thread_does(threads: int) -> None:
     values, indices = _reference(users, items, seen, 20)
     assert torch.equal(got.scores, values) and torch.equal(got.items, indices)
     assert torch.equal(one_block.items, indices[:30])  # one block, split across the threads
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_ranks_with_its_own_workers() -> None:
+    # the parent's pool threads do not exist in a forked child: it must not wait on them
+    gen = torch.Generator().manual_seed(5)
+    users, items = _exact_vectors(120, 16, gen), _exact_vectors(3000, 16, gen)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = top_k(users, items, 10, block_size=40)  # the parent's pool now exists
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            same = torch.equal(top_k(users, items, 10, block_size=40).items, expected.items)
+            os.write(writer, b"1" if same else b"0")
+            os._exit(0)
+        os.close(writer)
+        if not select.select([reader], [], [], 60)[0]:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            pytest.fail("the forked child hung, waiting for its parent's ranking workers")
+        _, status = os.waitpid(child, 0)
+        assert os.read(reader, 1) == b"1" and status == 0
+    finally:
+        torch.set_num_threads(before)

@@ -332,6 +332,10 @@ def _pool() -> ThreadPoolExecutor:
     )
 
 
+# a forked child has the pool object but none of its threads: it makes its own
+os.register_at_fork(after_in_child=_pool.cache_clear)
+
+
 @contextlib.contextmanager
 def _blas_threads(limit: int | None) -> Iterator[None]:
     """Hold numpy's BLAS to ``limit`` threads inside the block (``None``: leave it)."""
