@@ -165,10 +165,13 @@ def test_altered_or_damaged_folders_are_refused(spec_of, tmp_path) -> None:
         load_encoder(folder)
 
 
-def test_saved_trusted_option_is_not_taken_from_the_file(spec_of, tmp_path) -> None:
-    encoder = build(spec_of("vlmo-projection"), trusted=True)
+def test_a_retired_trusted_option_in_an_old_folder_is_dropped(spec_of, tmp_path) -> None:
+    encoder = build(spec_of("vlmo-projection"))
     encoder.apply_strategy("projection")
     folder = encoder.save(tmp_path / "vlmo")
+    manifest = json.loads((folder / MANIFEST).read_text())  # as an older version wrote it
+    manifest["options"]["trusted"] = True
+    (folder / MANIFEST).write_text(json.dumps(manifest))
     seen = {}
     import lmmrec.encoders.saved as saved
 

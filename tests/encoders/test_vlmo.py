@@ -9,6 +9,7 @@ code produced from them; we must match each float output to 1e-5 and each intege
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -377,10 +378,25 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
     torch.save({"state_dict": {"encoder.weight": torch.zeros(1)}}, tmp_path / "other.pt")
     with pytest.raises(ConfigError, match="not a VLMo checkpoint"):
         read_checkpoint(tmp_path / "other.pt")
+    # beside the weights, objects of other classes (as official checkpoints carry) load inert
     torch.save({"state_dict": sd, "hparams": argparse.Namespace(lr=1)}, tmp_path / "pickled.pt")
-    with pytest.raises(ConfigError, match="trusted=True"):
-        read_checkpoint(tmp_path / "pickled.pt")
-    assert len(read_checkpoint(tmp_path / "pickled.pt", trusted=True)) == len(sd)
+    assert read_checkpoint(tmp_path / "pickled.pt").keys() == sd.keys()
+    # and a payload that would run a command is refused, without running it
+    ran = tmp_path / "ran"
+    torch.save({"state_dict": sd, "payload": _Payload(ran)}, tmp_path / "payload.pt")
+    with pytest.raises(ConfigError, match=r"cannot read VLMo checkpoint .*payload\.pt: .*blocked"):
+        read_checkpoint(tmp_path / "payload.pt")
+    assert not ran.exists()
+
+
+class _Payload:
+    """Unpickling it would run ``touch`` (a tampered checkpoint)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, ...]]:
+        return os.system, (f"touch {self.path}",)
 
 
 def test_position_tensors_resize_with_the_image() -> None:

@@ -25,8 +25,8 @@ adapters of the saved rank, adds the temperature if fine-tuning added one, loads
 checks the whole state against ``weights_hash``. A mismatch names its cause: the base weights
 behind the spec changed (``base_weights_hash``) or the folder was altered. Tensors are read with
 safetensors only; a file holding pickled objects is refused with one line, never unpickled. A
-saved ``trusted=True`` option (VLMo: unpickle the base checkpoint) is dropped: only the caller
-may pass it.
+``trusted`` option saved by an older version (VLMo's former opt-in to unpickling its base
+checkpoint, now gone) is dropped.
 
 Relative paths inside a spec are resolved against the working directory, as for ``build``.
 """
@@ -49,7 +49,7 @@ FORMAT = "lmmrec-encoder"
 FORMAT_VERSION = 1
 MANIFEST = "encoder.json"
 TENSORS = "tensors.safetensors"
-UNTRUSTED_OPTIONS = ("trusted",)  # never taken from a file: they would let it run code
+RETIRED_OPTIONS = ("trusted",)  # saved by older versions, no longer accepted: dropped
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # a pickle protocol byte; torch.save's zip archive
 
 
@@ -210,8 +210,7 @@ def load_encoder(spec_or_folder: str | Path, **options: Any) -> ItemEncoder:
     Args:
         spec_or_folder: a saved encoder folder (recognised by its ``encoder.json``) or a spec
             string for :func:`~lmmrec.encoders.registry.build` (``"clip:/models/clip-b16"``).
-        options: build options; for a folder they override the saved ones (``trusted`` is only
-            ever taken from here).
+        options: build options; for a folder they override the saved ones.
 
     Returns:
         The encoder in eval mode; a loaded one keeps its strategy's record, so saving it again
@@ -237,7 +236,7 @@ def load_encoder(spec_or_folder: str | Path, **options: Any) -> ItemEncoder:
 
 def _load_folder(folder: Path, options: dict[str, Any]) -> ItemEncoder:
     manifest = read_manifest(folder)
-    saved = {k: v for k, v in manifest["options"].items() if k not in UNTRUSTED_OPTIONS}
+    saved = {k: v for k, v in manifest["options"].items() if k not in RETIRED_OPTIONS}
     tensors = read_tensors(folder / TENSORS, manifest["tensors"].get("sha256"))
     encoder = build(manifest["spec"], **(saved | options))
     base = encoder.remember_base_weights()

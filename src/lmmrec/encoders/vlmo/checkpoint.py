@@ -85,11 +85,25 @@ def _listing(keys: Iterable[str]) -> str:
     return ", ".join(keys[:SHOWN_KEYS]) + more
 
 
-def read_checkpoint(path: str | Path, *, trusted: bool = False) -> dict[str, torch.Tensor]:
+class _Inert:
+    """Stands in for any object of a checkpoint that is not a tensor or a plain container (a
+    Lightning checkpoint's hyper-parameters, callback states): built from nothing, it keeps
+    nothing, and no code of the class it replaces is imported or run."""
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def __setstate__(self, _: Any) -> None:
+        pass
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The flat VLMo state dict of a ``.pt``/``.ckpt``/``.safetensors`` file, prefix stripped.
 
-    ``trusted=True`` lets ``torch.load`` unpickle arbitrary objects (``weights_only=False``); only
-    use it for files from a source you trust.
+    Nothing is unpickled beyond tensors and plain containers: ``torch.load(weights_only=True)``,
+    with every other class the file names replaced by an inert stand-in (:class:`_Inert`; the
+    official checkpoints carry such objects beside their weights). Names from modules that
+    ``torch`` blocks outright (``os``, ``subprocess``, ``builtins.eval``, ...) are refused.
     """
     path = Path(path)
     if not path.is_file():
@@ -99,11 +113,23 @@ def read_checkpoint(path: str | Path, *, trusted: bool = False) -> dict[str, tor
 
         raw: Any = load_file(path)
     else:
+        try:  # a file of torch's legacy format cannot be scanned: plain tensors only, then
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except (ValueError, RuntimeError):
+            names = []
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=not trusted)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-            hint = "" if trusted else "; if you trust the file, load it with trusted=True"
-            raise ConfigError(f"cannot read VLMo checkpoint {path}: {error}{hint}") from error
+            with torch.serialization.safe_globals([(_Inert, name) for name in names]):
+                raw = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as error:
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            # torch's refusal is many lines: the one that names the offending global says it
+            worded = lines and not isinstance(error, (EOFError, KeyError))
+            last = lines[-1] if worded else "the file is damaged or not a torch checkpoint"
+            reason = next((line for line in lines if "GLOBAL" in line), last)
+            raise ConfigError(
+                f"cannot read VLMo checkpoint {path}: {reason}; give the official .pt/.ckpt "
+                "file or its weights as .safetensors"
+            ) from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path} holds a {type(raw).__name__}, not a state dict")
     for key in WRAPPER_KEYS:
@@ -340,7 +366,6 @@ def load_state_dict_into(
 def load_vlmo(
     path: str | Path,
     *,
-    trusted: bool = False,
     allow_missing: Iterable[str] = (),
     **overrides: Any,
 ) -> tuple[VLMo, LoadReport]:
@@ -349,6 +374,6 @@ def load_vlmo(
     ``overrides`` adjust the config read from the weights, e.g. ``image_size=384`` (the position
     tensors are resized) or ``heads=("itc",)`` (the other heads' weights are skipped).
     """
-    state_dict = read_checkpoint(path, trusted=trusted)
+    state_dict = read_checkpoint(path)
     model = VLMo(config_from_state_dict(state_dict, **overrides))
     return model, load_state_dict_into(model, state_dict, allow_missing=allow_missing)

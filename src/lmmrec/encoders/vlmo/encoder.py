@@ -63,14 +63,13 @@ class VLMoEncoder(ItemEncoder):
         image_size: int | None = None,
         vl: bool = False,
         pretraining_heads: bool = False,
-        trusted: bool = False,
     ) -> None:
         super().__init__()
         checkpoint = Path(checkpoint).expanduser()
         overrides: dict[str, Any] = {} if image_size is None else {"image_size": image_size}
         if not pretraining_heads:
             overrides["heads"] = ("itc",)
-        self.model, _ = load_vlmo(checkpoint, trusted=trusted, **overrides)
+        self.model, _ = load_vlmo(checkpoint, **overrides)
         config = self.model.config
         if "itc" not in config.heads:
             raise ConfigError(f"{checkpoint} has no ITC projection heads; VLMoEncoder needs them")
@@ -98,15 +97,14 @@ class VLMoEncoder(ItemEncoder):
         image_size: int | None = None,
         vl: bool = False,
         pretraining_heads: bool = False,
-        trusted: bool = False,
     ) -> VLMoEncoder:
         """``vlmo:/path/to/vlmo_base_patch16_224.pt``.
 
         Options: ``tokenizer`` (folder or vocab.txt; default: the checkpoint's folder),
         ``image_size`` (another input size; position tensors are resized), ``vl`` (also compute
         the fused ``vl`` output), ``pretraining_heads`` (keep the checkpoint's ITC-VL/ITM/MLM
-        heads, for fine-tuning with VLMo's objectives), ``trusted`` (unpickle arbitrary objects
-        in the checkpoint file).
+        heads, for fine-tuning with VLMo's objectives). The checkpoint is read without unpickling
+        anything but tensors (:func:`~.checkpoint.read_checkpoint`).
         """
         if not arg:
             raise ConfigError(
@@ -119,7 +117,6 @@ class VLMoEncoder(ItemEncoder):
             image_size=image_size,
             vl=vl,
             pretraining_heads=pretraining_heads,
-            trusted=trusted,
         )
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
