@@ -25,7 +25,7 @@ import torch
 
 from lmmrec.data.formats.mmrec import read_mmrec
 from lmmrec.evaluation import Evaluator, Ranker
-from lmmrec.evaluation.ranking import _blas_threads
+from lmmrec.evaluation.ranking import single_threaded_blas
 from lmmrec.runtime import keep_freed_memory
 from timing import median_seconds
 
@@ -60,7 +60,7 @@ def main() -> None:
     prepared = Ranker(item_vecs)
 
     def ranker_products() -> None:
-        with _blas_threads(1):
+        with single_threaded_blas():
             for block in blocks:
                 prepared._products(user_vecs[block], scores[: len(block)])
 

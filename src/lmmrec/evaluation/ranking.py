@@ -30,9 +30,10 @@ import contextlib
 import functools
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -236,27 +237,23 @@ class Ranker:
 
         inference = torch.is_inference_mode_enabled()  # a thread's own state: pass it on
 
-        @torch.no_grad()
         def run(share: list[tuple[int, int]]) -> None:
-            with torch.inference_mode(inference):
-                run_share(share)
-
-        def run_share(share: list[tuple[int, int]]) -> None:
             width = max(stop - start for start, stop in share)
-            buffer = torch.full((width, self.width), -torch.inf, device=self.item_vecs.device)
-            for start, stop in share:  # the padding columns stay -inf
-                scores = buffer[: stop - start]
-                block = torch.from_numpy(rows[start:stop]).to(self.item_vecs.device)
-                self._products(user_vecs[block], scores[:, : self.n_items])
-                if seen is not None:
-                    flat = _flat_indices(seen, start, stop, self.width)
-                    scores.view(-1)[torch.from_numpy(flat).to(scores.device)] = -torch.inf
-                work(start, stop, scores)
+            with torch.no_grad(), torch.inference_mode(inference):
+                buffer = torch.full((width, self.width), -torch.inf, device=self.item_vecs.device)
+                for start, stop in share:  # the padding columns stay -inf
+                    scores = buffer[: stop - start]
+                    block = torch.from_numpy(rows[start:stop]).to(self.item_vecs.device)
+                    self._products(user_vecs[block], scores[:, : self.n_items])
+                    if seen is not None:
+                        flat = _flat_indices(seen, start, stop, self.width)
+                        scores.view(-1)[torch.from_numpy(flat).to(scores.device)] = -torch.inf
+                    work(start, stop, scores)
 
         if threads == 1 or len(spans) == 1:
             run(spans)
             return
-        with _blas_threads(1):
+        with single_threaded_blas():
             shares = [spans[worker::threads] for worker in range(threads)]
             jobs = [_pool().submit(run, share) for share in shares if share]
             for job in jobs:
@@ -336,14 +333,9 @@ def _pool() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
-@contextlib.contextmanager
-def _blas_threads(limit: int | None) -> Iterator[None]:
-    """Hold numpy's BLAS to ``limit`` threads inside the block (``None``: leave it)."""
-    if limit is None:
-        yield
-        return
-    with _blas_controller().limit(limits=limit, user_api="blas"):
-        yield
+def single_threaded_blas() -> contextlib.AbstractContextManager[Any]:
+    """A context in which numpy's BLAS runs on one thread (the pool's workers each hold one)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 @functools.cache
