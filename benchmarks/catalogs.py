@@ -78,46 +78,22 @@ def _write_image(args: tuple[Path, int, int, str]) -> None:
 # Random CLIPs (transformers' CLIPConfig): ViT-B/16's size (the paper's encoder, for the GPU
 # benchmarks); a small one (2 layers a tower) and a narrow one of ViT-B/16's depth (12 layers a
 # tower, 128 wide), whose costs a 2-core CPU can afford at a Baby-sized catalogue.
+def _layers(width: int, layers: int, heads: int, image_size: int | None = None) -> dict[str, int]:
+    """One tower's transformer sizes (MLP 4x as wide); a vision tower also gets its image size
+    and 16 px patches."""
+    tower = dict(
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+    )
+    return tower if image_size is None else tower | dict(image_size=image_size, patch_size=16)
+
+
 CLIP_SIZES: dict[str, dict[str, dict[str, int]]] = {
-    "b16": {
-        "text": dict(
-            hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8
-        ),
-        "vision": dict(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            image_size=224,
-            patch_size=16,
-        ),
-    },
-    "small": {
-        "text": dict(
-            hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4
-        ),
-        "vision": dict(
-            hidden_size=128,
-            intermediate_size=512,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=96,
-            patch_size=16,
-        ),
-    },
-    "deep": {
-        "text": dict(
-            hidden_size=128, intermediate_size=512, num_hidden_layers=12, num_attention_heads=4
-        ),
-        "vision": dict(
-            hidden_size=128,
-            intermediate_size=512,
-            num_hidden_layers=12,
-            num_attention_heads=4,
-            image_size=96,
-            patch_size=16,
-        ),
-    },
+    "b16": {"text": _layers(512, 12, 8), "vision": _layers(768, 12, 12, image_size=224)},
+    "small": {"text": _layers(128, 2, 4), "vision": _layers(128, 2, 4, image_size=96)},
+    "deep": {"text": _layers(128, 12, 4), "vision": _layers(128, 12, 4, image_size=96)},
 }
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
