@@ -2,11 +2,12 @@
 
 Builds the validation :class:`~lmmrec.evaluation.Evaluator` of an MMRec folder and times, on seeded
 random vectors (``D`` wide), the whole ``Evaluator.evaluate``; the one ranker alone
-(``Ranker.top_k``: score products, masking and the two-stage top-K); the score products
-``user_vecs[block] @ item_vecs.T`` alone, written into one reused block buffer, three ways: as the
-ranker computes them (numpy's OpenBLAS, one single-threaded share of the block per torch thread),
-by ``torch.mm``, and by one plain numpy call (OpenBLAS's own threads); and, for comparison, a
-plain ``torch.topk`` over those buffers (the evaluator's former ranking). Prints the median of
+(``Ranker.top_k``: score products, masking and the top-K selection); the score products
+``user_vecs[block] @ item_vecs.T`` alone, written into one reused block buffer, three ways: on one
+thread as each ranking worker computes them (numpy's OpenBLAS, single-threaded), by ``torch.mm``,
+and by one plain numpy call (OpenBLAS's own threads); and the top-K alone over blocks of random
+scores, two ways: a plain ``torch.topk`` (the evaluator's former ranking) and the ranker's CPU
+selection (:func:`lmmrec.evaluation.selection.select_top_k`) on one thread. Prints the median of
 ``--repeats`` timed calls (after one warm-up call) in seconds, and the load average (the two
 cores are shared). Runs with the trainer's CPU allocator setting (``keep_freed_memory``).
 
@@ -26,6 +27,7 @@ import torch
 from lmmrec.data.formats.mmrec import read_mmrec
 from lmmrec.evaluation import Evaluator, Ranker
 from lmmrec.evaluation.ranking import single_threaded_blas
+from lmmrec.evaluation.selection import select_top_k
 from lmmrec.runtime import keep_freed_memory
 from timing import median_seconds
 
@@ -58,6 +60,9 @@ def main() -> None:
             torch.mm(user_vecs[block], item_vecs_t, out=scores[: len(block)])
 
     prepared = Ranker(item_vecs)
+    padded = torch.full((args.block, prepared.width), -torch.inf)  # the ranker's layout
+    padded[:, : dataset.n_items] = torch.randn(args.block, dataset.n_items, generator=gen)
+    found = (np.empty((args.block, k_max), np.float32), np.empty((args.block, k_max), np.int64))
 
     def ranker_products() -> None:
         with single_threaded_blas():
@@ -74,6 +79,12 @@ def main() -> None:
         for block in blocks:
             scores[: len(block)].topk(k_max, dim=1, sorted=True)
 
+    def selection_alone() -> None:
+        for block in blocks:
+            select_top_k(
+                padded[: len(block)].numpy(), dataset.n_items, prepared.groups, k_max, *found
+            )
+
     def ranker() -> None:
         Ranker(item_vecs).top_k(user_vecs, k_max, users=users, seen=seen, block_size=args.block)
 
@@ -84,10 +95,10 @@ def main() -> None:
             "evaluate (all of it)": median_seconds(
                 lambda: evaluator.evaluate(user_vecs, item_vecs), args.repeats
             ),
-            f"Ranker.top_k (K = {k_max}): products, masking, two-stage top-K": median_seconds(
+            f"Ranker.top_k (K = {k_max}): products, masking, top-K selection": median_seconds(
                 ranker, args.repeats
             ),
-            "score products alone, as the ranker runs them (OpenBLAS shares)": median_seconds(
+            "score products alone, on one thread as each ranking worker runs them": median_seconds(
                 ranker_products, args.repeats
             ),
             "score products alone, torch.mm (MKL)": median_seconds(products, args.repeats),
@@ -96,6 +107,9 @@ def main() -> None:
             ),
             f"torch.topk (K = {k_max}) over the score blocks alone": median_seconds(
                 torch_top_k, args.repeats
+            ),
+            f"top-K selection (K = {k_max}) over the score blocks alone, one thread": (
+                median_seconds(selection_alone, args.repeats)
             ),
         }
     load_after = os.getloadavg()[0]

@@ -189,3 +189,34 @@ def test_a_forked_child_ranks_with_its_own_workers() -> None:
         assert os.read(reader, 1) == b"1" and status == 0
     finally:
         torch.set_num_threads(before)
+
+
+def _tied_case(n_items: int) -> tuple[torch.Tensor, torch.Tensor, sp.csr_matrix]:
+    """Integer vectors (most scores tie, within the top K and across it) and seen items."""
+    gen = torch.Generator().manual_seed(n_items)
+    users = torch.randint(-2, 3, (90, 4), generator=gen).float()
+    items = torch.randint(-2, 3, (n_items, 4), generator=gen).float()
+    return users, items, _seen(90, n_items, 0.05, seed=3)
+
+
+def test_the_device_path_ranks_as_the_cpu_selection_does() -> None:
+    # off the CPU (a GPU) the ranker selects with torch over unique keys; run that path here by
+    # dropping the CPU item rows (whose presence picks the numba selection)
+    users, items, seen = _tied_case(3000)
+    ranker = Ranker(items)
+    cpu = ranker.top_k(users, 25, seen=seen, block_size=32)
+    ranker._item_rows = None
+    device_path = ranker.top_k(users, 25, seen=seen, block_size=32)
+    values, indices = _reference(users, items, seen, 25)
+    for got in (cpu, device_path):
+        assert torch.equal(got.scores, values) and torch.equal(got.items, indices)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ranking_on_cuda_matches_the_cpu() -> None:
+    users, items, seen = _tied_case(3000)
+    on_cuda = top_k(users.cuda(), items.cuda(), 25, seen=seen)
+    values, indices = _reference(users, items, seen, 25)
+    assert on_cuda.items.device.type == "cuda"
+    assert torch.equal(on_cuda.scores.cpu(), values) and torch.equal(on_cuda.items.cpu(), indices)

@@ -2,23 +2,20 @@ r"""The one top-K ranker: evaluation and serving turn scores into rankings only 
 
 Scores are inner products ``user_vecs[users] @ item_vecs.T`` (DESIGN.md: every recommender ends in
 an inner product), computed in blocks of users; items a user has seen are masked to ``-inf``; then
-each block's top-K is taken in two stages instead of one ``torch.topk`` over all ``I`` items:
+each block's top K is selected:
 
-1. The padded row of ``I' = C * G >= I`` scores is viewed as ``[C, G]``: group ``g`` holds the
-   items ``{g, g + G, g + 2G, ...}``. Its maximum is one vectorised ``amax`` over contiguous rows
-   (the reduction runs across ``C`` rows of length ``G``, the cheapest layout for it), and
-   ``torch.topk`` picks the ``K`` groups with the largest maxima: ``[B, G] -> [B, K]``.
-2. The ``K * C`` items of those groups hold the ``K`` best scores (a group that holds one of them
-   has a maximum at least as large as the K-th best score, and fewer than ``K`` groups exceed it),
-   so ``torch.topk`` takes the top ``K + 1`` among those ``[B, K * C]`` candidates only.
+- on the CPU by :func:`lmmrec.evaluation.selection.select_top_k`, compiled by numba: the score row
+  is read as ``G`` groups of ``C`` items; the K-th largest group maximum bounds the ``K C``
+  candidates; the K-th largest candidate bounds the K best, sorted by unique keys. It reads each
+  score once or twice and never copies the row (the same two stages as torch operations, group
+  maxima, ``topk``, ``gather`` and ``topk``, took 3.8x as long);
+- on any other device (a GPU) by one ``torch.topk`` over unique int64 keys
+  ``(orderable float bits << 32) + (2^32 - 1 - item)``.
 
-Ties are broken by the **lower item index**, deterministically. A row is ranked again over all its
-items, by unique int64 keys ``(orderable float bits << 32) + (2^32 - 1 - item)``, when two of its
-``K + 1`` best scores are equal (``torch.topk`` orders equal scores arbitrarily) or when a group
-left out in stage 1 reaches its K-th score (a row with fewer than ``K`` unmasked items). Real
-scores seldom tie, so this path is rare. The scores returned equal ``torch.topk``'s; the items
-too, except that among equal scores ``torch.topk`` returns an arbitrary subset in an arbitrary
-order where this function returns the lowest indices in increasing order (a stable sort's).
+Ties are broken by the **lower item index** on both paths, deterministically: the scores returned
+equal ``torch.topk``'s, and so do the items, except that among equal scores ``torch.topk`` returns
+an arbitrary subset in an arbitrary order where this function returns the lowest indices in
+increasing order (a stable sort's).
 
 Dimensions: ``U`` users, ``I`` items, ``D`` vector width, ``B`` users per block, ``K`` cut-off.
 Scores must not be NaN (the trainer's NaN guard stops training before such vectors exist).
@@ -43,8 +40,7 @@ from threadpoolctl import ThreadpoolController
 from lmmrec.errors import DataError
 
 _LOW = (1 << 32) - 1  # the low 32 bits of a key hold LOW - item, so lower items rank first
-_MIN_GROUPS_PER_K = 4  # below G = 4K groups the two stages save nothing: rank the rows directly
-_LAYOUT_K = 64  # the K the item layout is sized for; any K <= G / 4 uses the two stages
+_LAYOUT_K = 64  # the K the item layout is sized for (any K works)
 _BLOCK_BYTES = 16 << 20  # the most scores a CPU block holds (users x I' x 4 bytes)
 _ITEM_MAJOR_BELOW = 16  # blocks of at most this many queries are scored item-major (Ranker)
 
@@ -77,7 +73,7 @@ class Ranker:
         self.item_vecs = item_vecs.detach().float()  # [I, D]
         self.n_items, self.dim = self.item_vecs.shape
         self.groups, per_group = _grouping(self.n_items)
-        self.width = self.groups * per_group if self.groups else self.n_items  # I'
+        self.width = self.groups * per_group  # I'
         self._item_t = self.item_vecs.T.contiguous()  # [D, I]
         # on the CPU the score products run in numpy (see _products)
         self._item_rows = self.item_vecs.contiguous().numpy() if self.item_vecs.is_cpu else None
@@ -138,69 +134,34 @@ class Ranker:
         seen: sp.csr_matrix | None,
         block_size: int,
     ) -> TopK:
-        """:meth:`top_k` for ``rows`` of ``user_vecs``; ``seen`` is ``[len(rows), I]``.
-
-        Each block runs few, large tensor operations: on a shared 2-core machine every parallel
-        operation can wait a scheduler slice for its second thread, so the per-row bookkeeping
-        (item numbers, checks) runs once over all rows after the loop.
-        """
+        """:meth:`top_k` for ``rows`` of ``user_vecs``; ``seen`` is ``[len(rows), I]``."""
         if not 1 <= k <= self.n_items:
             raise DataError(f"k={k} is out of range; choose 1 <= k <= {self.n_items} items")
         user_vecs = user_vecs.detach().to(self.item_vecs.device, torch.float32)
-        if _MIN_GROUPS_PER_K * k > self.groups:
-            return self._rank_exactly(user_vecs, k, rows, seen, block_size)
-        device, n_rows, n_groups = self.item_vecs.device, len(rows), self.groups
-        values = torch.empty(n_rows, k + 1, device=device)  # one more, to see a tie at K
-        picked = torch.empty(n_rows, k + 1, dtype=torch.int64, device=device)
-        chosen = torch.empty(n_rows, k, dtype=torch.int64, device=device)
-        reaching = torch.empty(n_rows, dtype=torch.int64, device=device)
+        device = self.item_vecs.device
+        items = torch.empty(len(rows), k, dtype=torch.int64, device=device)
+        scores = torch.empty(len(rows), k, device=device)
+        if self._item_rows is not None:
+            # numba loads with the first CPU ranking, not with every import of lmmrec
+            from lmmrec.evaluation.selection import select_top_k
 
-        def two_stages(start: int, stop: int, scores: torch.Tensor) -> None:
-            grid = scores.view(stop - start, -1, n_groups)  # [B, C, G]: item c * G + g
-            group_max = grid.amax(dim=1)  # [B, G]
-            best_groups = group_max.topk(k, dim=1, sorted=False).indices  # [B, K]
-            members = grid.gather(2, best_groups[:, None, :].expand(-1, grid.shape[1], -1))
-            torch.topk(  # [B, C, K] -> [B, K + 1]
-                members.view(stop - start, -1),
-                k + 1,
-                dim=1,
-                out=(values[start:stop], picked[start:stop]),
-            )
-            chosen[start:stop] = best_groups
-            # groups whose maximum reaches the K-th score: all of them must have been searched
-            torch.sum(group_max >= values[start:stop, k - 1 : k], dim=1, out=reaching[start:stop])
+            found_items, found_scores = items.numpy(), scores.numpy()
 
-        self._each_block(user_vecs, rows, seen, block_size, two_stages)
-        member = torch.div(picked, k, rounding_mode="floor")  # [R, K + 1], c in the group
-        items = member * n_groups + chosen.gather(1, picked - member * k)  # [R, K + 1]
-        # a group left out may hold a K-th-place tie, and torch.topk orders equal scores
-        # arbitrarily: rank those rows again by unique keys (rare: real scores seldom tie)
-        tied = (values[:, 1:] == values[:, :-1]).any(dim=1)  # [R]
-        redo = torch.nonzero((reaching > k) | tied).flatten().cpu().numpy()
-        found = TopK(items=items[:, :k], scores=values[:, :k])
-        if len(redo):
-            again = self._rank_exactly(
-                user_vecs, k, rows[redo], None if seen is None else seen[redo], block_size
-            )
-            found.items[redo], found.scores[redo] = again.items, again.scores
-        return found
+            def select(start: int, stop: int, block: torch.Tensor) -> None:
+                select_top_k(
+                    block.numpy(),
+                    self.n_items,
+                    self.groups,
+                    k,
+                    found_scores[start:stop],
+                    found_items[start:stop],
+                )
+        else:
 
-    def _rank_exactly(
-        self,
-        user_vecs: torch.Tensor,
-        k: int,
-        rows: np.ndarray,
-        seen: sp.csr_matrix | None,
-        block_size: int,
-    ) -> TopK:
-        """Top-``k`` over whole rows by unique keys (score, then the lower item index)."""
-        items = torch.empty(len(rows), k, dtype=torch.int64, device=self.item_vecs.device)
-        scores = torch.empty(len(rows), k, device=self.item_vecs.device)
+            def select(start: int, stop: int, block: torch.Tensor) -> None:
+                scores[start:stop], items[start:stop] = _exact_top_k(block[:, : self.n_items], k)
 
-        def exactly(start: int, stop: int, block: torch.Tensor) -> None:
-            scores[start:stop], items[start:stop] = _exact_top_k(block, k)
-
-        self._each_block(user_vecs, rows, seen, block_size, exactly)
+        self._each_block(user_vecs, rows, seen, block_size, select)
         return TopK(items=items, scores=scores)
 
     def _each_block(
@@ -305,17 +266,14 @@ def _exact_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def _grouping(n_items: int) -> tuple[int, int]:
-    """``(G, C)`` for the two-stage search over ``n_items`` items, or ``(0, n_items)`` (direct).
+    """``(G, C)``: ``G`` groups of ``C`` items for the CPU selection, ``G C >= n_items``.
 
-    Stage 1 reads ``G`` maxima and stage 2 ranks ``K C`` candidates, so ``G ~ sqrt(K I)`` keeps
-    both small; the layout is fixed once for a typical ``K`` (:data:`_LAYOUT_K`), and ``G`` is
-    rounded up to a multiple of 16 so that the maxima vectorise.
+    The selection counts over ``G`` maxima and over ``K C`` candidates, so ``G ~ sqrt(K I)``
+    keeps both small; the layout is fixed once for a typical ``K`` (:data:`_LAYOUT_K`), and ``G``
+    is a multiple of 16 so that the maxima vectorise.
     """
-    per_group = max(2, round(n_items / math.sqrt(_LAYOUT_K * n_items)))  # C
-    groups = 16 * math.ceil(n_items / (16 * per_group))  # G, so that G * C - I < 16 C
-    if groups < _MIN_GROUPS_PER_K * 2:
-        return 0, n_items
-    return groups, per_group
+    per_group = max(1, round(math.sqrt(n_items / _LAYOUT_K)))  # C
+    return 16 * math.ceil(n_items / (16 * per_group)), per_group  # G, with G * C - I < 16 C
 
 
 @functools.cache
