@@ -44,6 +44,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import lmmrec
 from lmmrec.errors import ConfigError
@@ -132,6 +133,32 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
 
+class BodyLimit:
+    """Refuses a write (``POST /items``) whose declared body is over ``limit`` bytes with a 413,
+    before reading it; every other request passes straight through.
+
+    Plain ASGI: Starlette's ``@app.middleware("http")`` would wrap every request, reads included,
+    in a task and a copied response stream.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/items":
+            size = dict(scope["headers"]).get(b"content-length", b"")
+            if size.isdigit() and int(size) > self.limit:
+                detail = (
+                    f"body: {int(size)} bytes, over the limit of {self.limit}; send fewer items "
+                    "per request (or start the server with a larger --max-request-bytes)"
+                )
+                body = Error(detail=detail, field="body").model_dump()
+                await JSONResponse(body, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(service: Service, max_batch: int = 64, token: str | None = None) -> FastAPI:
     """The FastAPI application serving ``service``; ``token``: what writes must send."""
     batcher = Batcher(service.run, max_batch)
@@ -181,18 +208,7 @@ def create_app(service: Service, max_batch: int = 64, token: str | None = None) 
         field, detail = _describe(error.errors(), _MODELS.get(request.url.path))
         return JSONResponse(Error(detail=detail, field=field).model_dump(), status_code=422)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        """Refuse a write whose declared body is over the limit before reading it."""
-        size = request.headers.get("content-length", "")
-        limit = service.limits.max_request_bytes
-        if request.url.path == "/items" and size.isdigit() and int(size) > limit:
-            detail = (
-                f"body: {size} bytes, over the limit of {limit}; send fewer items per request "
-                "(or start the server with a larger --max-request-bytes)"
-            )
-            return JSONResponse(Error(detail=detail, field="body").model_dump(), status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=service.limits.max_request_bytes)
 
     @app.get("/health")
     async def health() -> Health:
