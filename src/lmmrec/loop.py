@@ -46,7 +46,7 @@ class LoopState:
         step: optimiser steps taken.
         best_epoch: the epoch of the best validation value (0: none yet).
         best_value: that value (``-inf`` before the first evaluation).
-        bad_evaluations: evaluations since the last improvement.
+        stale_epochs: epochs from ``best_epoch`` to the last evaluation.
         best_metrics: every validation metric at ``best_epoch``.
         history: one record per epoch (loss, seconds, validation metrics when evaluated).
         seconds: wall time spent in epochs so far (training and validation).
@@ -56,7 +56,7 @@ class LoopState:
     step: int = 0
     best_epoch: int = 0
     best_value: float = -math.inf
-    bad_evaluations: int = 0
+    stale_epochs: int = 0
     best_metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -72,11 +72,16 @@ class LoopState:
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """Stop after ``patience`` evaluations without a higher ``metric`` (validation only).
+    """Stop at the first evaluation ``patience`` or more epochs after the best one (a higher
+    ``metric``, validation only).
+
+    Patience counts epochs, not evaluations, so that validating every few epochs
+    (``TrainConfig.eval_every``) saves validation time without training longer: evaluated every
+    epoch, as by default, the two are the same (MMRec's ``stopping_step`` with ``eval_step: 1``).
 
     Args:
         metric: the key of the validation metrics dict that selects (``"recall@20"``).
-        patience: evaluations without improvement before stopping.
+        patience: epochs without improvement before stopping.
     """
 
     metric: str
@@ -88,13 +93,13 @@ class EarlyStopping:
         if value > state.best_value:
             state.best_value, state.best_epoch = value, state.epoch
             state.best_metrics = dict(metrics)
-            state.bad_evaluations = 0
+            state.stale_epochs = 0
             return True
-        state.bad_evaluations += 1
+        state.stale_epochs = state.epoch - state.best_epoch
         return False
 
     def should_stop(self, state: LoopState) -> bool:
-        return state.bad_evaluations >= self.patience
+        return state.stale_epochs >= self.patience
 
 
 @dataclass

@@ -61,6 +61,19 @@ def test_early_stopping_stops_after_patience(tiny_dataset: Dataset, tmp_path: Pa
     assert result.fit.epochs_run == result.fit.best_epoch + 3
 
 
+def test_patience_counts_epochs_when_validation_is_sparser(
+    tiny_dataset: Dataset, tmp_path: Path
+) -> None:
+    # validated every 2 epochs with patience 3: stop at the first evaluation 3+ epochs after
+    # the best (epoch 2), that is at epoch 6, not after 3 more evaluations (epoch 8)
+    config = _config(tmp_path, lr=1e-9, patience=3, epochs=50, eval_every=2)
+    result = train(config, dataset=tiny_dataset)
+    assert result.fit.stopped_by == "early_stopping"
+    assert (result.fit.best_epoch, result.fit.epochs_run) == (2, 6)
+    validated = [record["epoch"] for record in result.fit.history if "valid" in record]
+    assert validated == [2, 4, 6]
+
+
 @pytest.mark.parametrize("every", [1, 2])
 def test_interrupted_run_resumes_to_the_same_result(
     tiny_dataset: Dataset, tmp_path: Path, every: int

@@ -46,10 +46,14 @@ class TrainConfig(BaseModel):
     )
     lr_decay_step: int = Field(50, gt=0, description="epochs over which lr_decay applies once")
     patience: int = Field(
-        20, gt=0, description="stop after this many evaluations without a better valid metric"
+        20,
+        gt=0,
+        description="stop at the first evaluation this many epochs after the best valid metric",
     )
     valid_metric: str = Field("recall@20", description="model-selection metric on validation")
-    eval_every: int = Field(1, gt=0, description="evaluate on validation every N epochs")
+    eval_every: int = Field(
+        1, gt=0, description="evaluate on validation every N epochs (patience counts epochs)"
+    )
     ks: list[int] = Field([5, 10, 20, 50], description="cut-offs K of the reported metrics")
     eval_batch_size: int = Field(
         2048, gt=0, description="users per scoring block ([block, I] float32 scores in memory)"
