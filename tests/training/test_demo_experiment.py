@@ -30,6 +30,13 @@ def test_configs_hold_identical_copies_of_the_packaged_experiments(name: str) ->
     assert (CONFIGS / f"{name}.yaml").read_bytes() == builtin_path(name).read_bytes()
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_experiment_under_configs_validates_and_expands(path: Path) -> None:
+    # loading validates every key, model, grid value and cell (datasets are opened only to run)
+    experiment = load_experiment(path)
+    assert experiment.cells and experiment.spec.name == path.stem
+
+
 def test_a_builtin_experiment_loads_by_name_and_an_unknown_name_lists_them(tmp_path: Path) -> None:
     assert load_experiment("demo").path == builtin_path("demo")
     with pytest.raises(ConfigError, match="built-in experiments: defaults-demo, demo"):
