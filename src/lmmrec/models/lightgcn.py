@@ -24,7 +24,8 @@ class LightGCNConfig(ModelConfig):
     worst-case validation Recall@20 relative to BPR over ``configs/defaults-grid-demo.yaml`` (the
     demo shop) and ``configs/defaults.yaml`` (real Amazon Baby interactions), lr 1e-3, patience
     20: 3 layers stop at an early popularity peak on the demo shop (.1725 against BPR's .2524;
-    epoch 2) and reach .0722 against .0593 on Baby; 1 layer reaches .2561 and .0703
+    epoch 2) and reach .0722 against .0593 on Baby; 1 layer reaches .2561 and .0703. On real
+    Sports (``configs/defaults-sports.yaml``) the two tie: .0798 and .0797 against BPR's .0655
     (benchmarks/README.md, "The grids behind the defaults")."""
 
     embedding_size: int = Field(64, gt=0, description="D, size of the ego embeddings")
