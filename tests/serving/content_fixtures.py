@@ -107,17 +107,26 @@ def frozen_run(folder: Path, model: str = "vbpr") -> Path:
     """A frozen ``model`` run (2 epochs) on ``servingtiny`` features of :func:`content_dataset`;
     returns the run directory."""
     from lmmrec.encoders import build, extract_features
-    from lmmrec.training import RunConfig, TrainConfig, train
 
     dataset = content_dataset(folder / "data")
     extract_features(dataset, build(ENCODER), name="tiny", num_workers=0, progress=False)
+    return train_frozen(dataset, folder, "tiny", model)
+
+
+def train_frozen(
+    dataset: Dataset, folder: Path, features: str, model: str = "vbpr", epochs: int = 2
+) -> Path:
+    """A frozen ``model`` run on ``dataset`` (saved in ``folder / "data"``) and its feature set
+    ``features``, into ``folder / "runs"``; returns the run directory."""
+    from lmmrec.training import RunConfig, TrainConfig, train
+
     config = RunConfig(
         dataset=str(folder / "data"),
         model=model,
-        features="tiny",
+        features=features,
         output_dir=str(folder / "runs"),
         name=model,
         model_params={"embedding_size": 8},
-        train=TrainConfig(epochs=2, batch_size=64, ks=[5]),
+        train=TrainConfig(epochs=epochs, batch_size=64, ks=[5]),
     )
     return train(config, dataset=dataset).run_dir

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from content_fixtures import ENCODER, content_dataset
+from content_fixtures import ENCODER, content_dataset, train_frozen
 
 from lmmrec.encoders import build, extract_features, load_encoder
 from lmmrec.errors import ConfigError
 from lmmrec.serving.bundle import Bundle, export_bundle
-from lmmrec.training import RunConfig, TrainConfig, train
 
 pytest.importorskip("fastapi")
 
@@ -32,16 +31,7 @@ def tuned_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         encoder.text_head.weight.mul_(-1.0)  # no longer the spec's own weights
     tuned = encoder.save(root / "data" / "encoders" / "tuned")
     extract_features(dataset, load_encoder(tuned), name="tuned", num_workers=0, progress=False)
-    config = RunConfig(
-        dataset=str(root / "data"),
-        model="vbpr",
-        features="tuned",
-        output_dir=str(root / "runs"),
-        name="vbpr",
-        model_params={"embedding_size": 8},
-        train=TrainConfig(epochs=1, batch_size=64, ks=[5]),
-    )
-    return train(config, dataset=dataset).run_dir, tuned
+    return train_frozen(dataset, root, "tuned", epochs=1), tuned
 
 
 def _text_head(bundle_dir: Path) -> torch.Tensor:

@@ -181,9 +181,9 @@ class Ranker:
         each other, where one block after another on ``T`` threads would meet at a barrier after
         every operation (and, on cores shared with other work, wait a scheduler slice there).
         A CPU block holds at most :data:`_BLOCK_BYTES` of scores (226 users of Sports), so that
-        the products, the masking and both stages find them in the caches, and the workers'
-        buffers stay small whatever ``block_size`` asks (Sports' validation took 1.1-1.3 s in
-        blocks of 128 to 2,048 users here: no size was faster beyond the noise).
+        the products, the masking and the selection find them in the caches, and the workers'
+        buffers stay small whatever ``block_size`` asks (with the numba selection, caps of 4 to
+        64 MiB changed Sports' validation by less than the noise: benchmarks/README.md).
         ``work`` writes disjoint rows of its outputs, so it needs no lock.
         """
         threads = torch.get_num_threads() if self._item_rows is not None else 1

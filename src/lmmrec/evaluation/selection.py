@@ -97,10 +97,10 @@ def select_top_k(
     candidates = np.empty(n_items, np.int32)  # orderable scores of the candidate items
     candidate_items = np.empty(n_items, np.int64)
     keys = np.empty(n_items, np.int64)
+    maxima_bits = maxima.view(np.int32)
     for r in range(n_rows):
         row_bits = score_bits[r]
         _group_maxima(scores[r], n_groups, per_group, maxima)
-        maxima_bits = maxima.view(np.int32)
         for g in range(n_groups):
             group_keys[g] = _orderable(maxima_bits[g])
         top = np.int64(group_keys.max()) + 1
