@@ -184,7 +184,7 @@ class ItemEncoder(nn.Module, ABC):
         trainable = self._trainable_modules(parsed, layout)
         self.remember_base_weights()
         if parsed.kind == "lora":
-            self._inject_lora(parsed.n, layout)
+            self.add_lora(parsed.n, layout)
         self.requires_grad_(parsed.kind == "full")
         for module in trainable:
             module.requires_grad_(True)
@@ -290,8 +290,13 @@ class ItemEncoder(nn.Module, ABC):
             modules += layers[len(layers) - strategy.n :]
         return modules
 
-    def _inject_lora(self, rank: int, layout: Layout) -> None:
-        """Add rank-``rank`` LoRA adapters to the query/value projections of the towers' layers."""
+    def add_lora(self, rank: int, layout: Layout | None = None) -> None:
+        """Inject rank-``rank`` LoRA adapters (peft, alpha ``2 * rank``) into the modules that
+        :meth:`_lora_targets` names; the same rank again is a no-op.
+
+        Raises:
+            ConfigError: adapters of another rank are already injected, or there is no target.
+        """
         if self.lora_rank is not None:
             if self.lora_rank != rank:
                 raise ConfigError(
@@ -299,6 +304,15 @@ class ItemEncoder(nn.Module, ABC):
                     f"build a new encoder for rank {rank}"
                 )
             return
+        from peft import LoraConfig, inject_adapter_in_model
+
+        targets = self._lora_targets(layout or self.layout())
+        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets)
+        inject_adapter_in_model(config, self)
+        self.lora_rank = rank
+
+    def _lora_targets(self, layout: Layout) -> list[str]:
+        """Names of the modules LoRA adapts: the query/value projections of the towers' layers."""
         in_layers = {
             id(m) for layers in layout.towers.values() for layer in layers for m in layer.modules()
         }
@@ -314,11 +328,7 @@ class ItemEncoder(nn.Module, ABC):
                 f"encoder {self.spec!r} has no attention query/value projections for LoRA; "
                 "use top:N or full"
             )
-        from peft import LoraConfig, inject_adapter_in_model
-
-        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets)
-        inject_adapter_in_model(config, self)
-        self.lora_rank = rank
+        return targets
 
     def describe(self) -> dict[str, Any]:
         """Provenance for manifests: spec, class, weights hash, preprocessing, output dims, and

@@ -241,7 +241,7 @@ def _load_folder(folder: Path, options: dict[str, Any]) -> ItemEncoder:
     encoder = build(manifest["spec"], **(saved | options))
     base = encoder.remember_base_weights()
     if manifest["lora_rank"]:
-        encoder._inject_lora(int(manifest["lora_rank"]), encoder.layout())
+        encoder.add_lora(int(manifest["lora_rank"]))
     if manifest.get("added_temperature"):
         encoder.contrastive_scale()
     state = encoder.state_dict()

@@ -38,17 +38,16 @@ from lmmrec.data.catalog import ItemCatalog
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.formats.common import TABLE_SUFFIXES, check_table_suffix, read_columns
 from lmmrec.data.formats.mmrec import (
-    FEATURE_FILES,
     FEATURE_SET,
     ITEM_MAP,
     ITEM_RAW,
     USER_MAP,
+    add_folder_features,
     find_inter_file,
-    read_features,
     read_mmrec,
 )
 from lmmrec.data.formats.table import id_strings
-from lmmrec.errors import DataError, FeatureError
+from lmmrec.errors import DataError
 from lmmrec.io import hash_file, read_json
 
 logger = logging.getLogger(__name__)
@@ -258,15 +257,7 @@ def load_attached_mmrec(folder: Path) -> Dataset:
             "texts and images may no longer match their items; attach them again: lmmrec data "
             f"attach-items {folder} --items {source}"
         )
-    dataset = Dataset.load(folder)
-    features = read_features(folder)
-    if features is not None:
-        try:
-            dataset.add_feature_set(features)
-        except FeatureError as err:
-            files = ", ".join(FEATURE_FILES[m] for m in features.modalities)
-            raise FeatureError(f"{folder} ({files}): {err}") from err
-    return dataset
+    return add_folder_features(Dataset.load(folder), folder)
 
 
 def _mmrec_file_hashes(folder: Path, inter: Path) -> dict[str, str]:

@@ -81,14 +81,7 @@ def read_mmrec(folder: Path, name: str | None = None) -> Dataset:
         root=folder,
         info={"source": str(inter_path), "format": "mmrec"},
     )
-    features = read_features(folder)
-    if features is not None:
-        try:
-            dataset.add_feature_set(features)
-        except FeatureError as err:
-            files = ", ".join(FEATURE_FILES[m] for m in features.modalities)
-            raise FeatureError(f"{folder} ({files}): {err}") from err
-    return dataset
+    return add_folder_features(dataset, folder)
 
 
 def write_mmrec(dataset: Dataset, folder: Path, feature_set: str | None = None) -> None:
@@ -242,6 +235,22 @@ def _check_unique_pairs(path: Path, users: np.ndarray, items: np.ndarray, n_item
             "appear once (drop the repeats, or read the raw interactions with read_table, which "
             "keeps the earliest)"
         )
+
+
+def add_folder_features(dataset: Dataset, folder: Path) -> Dataset:
+    """``dataset`` with the folder's MMRec feature files (if any) as a feature set.
+
+    Raises:
+        FeatureError: the files do not fit the dataset (named with the folder and files).
+    """
+    features = read_features(folder)
+    if features is not None:
+        try:
+            dataset.add_feature_set(features)
+        except FeatureError as err:
+            files = ", ".join(FEATURE_FILES[m] for m in features.modalities)
+            raise FeatureError(f"{folder} ({files}): {err}") from err
+    return dataset
 
 
 def read_features(folder: Path) -> FeatureSet | None:

@@ -150,24 +150,12 @@ class VLMoEncoder(ItemEncoder):
             projections=[model.itc_image_proj, model.itc_text_proj, model.pooler],
         )
 
-    def _inject_lora(self, rank: int, layout: Layout) -> None:
-        """Rank-``rank`` LoRA on every block's fused ``qkv`` projection (q, k and v together)."""
-        if self.lora_rank is not None:
-            if self.lora_rank != rank:
-                raise ConfigError(
-                    f"encoder {self.spec!r} already has rank-{self.lora_rank} LoRA adapters; "
-                    f"build a new encoder for rank {rank}"
-                )
-            return
-        from peft import LoraConfig, inject_adapter_in_model
-
-        targets = [
+    def _lora_targets(self, layout: Layout) -> list[str]:
+        """Every block's fused ``qkv`` projection (q, k and v adapted together)."""
+        return [
             f"model.transformer.blocks.{i}.attn.qkv"
             for i in range(len(self.model.transformer.blocks))
         ]
-        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets)
-        inject_adapter_in_model(config, self)
-        self.lora_rank = rank
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Checkpoint every MoME block (``torch.utils.checkpoint``, non-reentrant) in training."""
