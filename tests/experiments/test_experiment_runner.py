@@ -243,3 +243,29 @@ def test_tensorboard_logging_writes_every_runs_curves(tiny_source: str, tmp_path
     events.Reload()
     assert {"train/loss", "valid/recall@20"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+
+
+def test_progress_lines_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a log file every start and finish gets a line; the estimate is the mean wall time per
+    finished run times the runs left, those in flight counted as half done."""
+    import io
+
+    from rich.console import Console
+
+    import lmmrec.experiments.runner as runner_module
+    from lmmrec.experiments.runner import GridProgress
+
+    clock = iter([100.0, 160.0])  # started at 100 s; the first run finishes at 160 s
+    monkeypatch.setattr(runner_module.time, "perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    console = Console(file=out, width=200, force_terminal=False)
+    with GridProgress(total=6, done=1, console=console, enabled=True) as display:
+        display.started_run("a")
+        display.started_run("b")
+        display.started_run("c")
+        display.finished_run("a", {"state": "done", "wall_seconds": 58.0}, "recall@20", 0.25)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "started a (done 1 · running 1 · failed 0 · left 4)"
+    assert lines[2].startswith("started c (done 1 · running 3")
+    # 60 s for one run; 2 left to start and 2 in flight: (2 + 2 / 2) x 60 s = 3.0 min
+    assert lines[3] == "[2/6] a: valid recall@20 0.2500 (58.0 s; 2 left, ETA 3.0 min)"

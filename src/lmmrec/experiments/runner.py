@@ -401,8 +401,10 @@ def experiment_status(
 class GridProgress:
     """Progress over the grid: runs done / running / failed / left, elapsed time and an estimate.
 
-    On a terminal a rich progress bar (the current run's epoch in its description); elsewhere one
-    line per finished run.
+    On a terminal a rich progress bar (the current run's epoch in its description); elsewhere
+    (a log file, a pipe) one line per run started by this process and one per finished run. The
+    estimate is the mean wall time per finished run, which already reflects how many run at once,
+    times the runs left, counting those in flight as half done.
     """
 
     def __init__(self, total: int, done: int, console: Any, enabled: bool) -> None:
@@ -451,6 +453,8 @@ class GridProgress:
     def started_run(self, label: str) -> None:
         self.running += 1
         self.progress.update(self.task, description=self._text(label))
+        if not self.live:
+            self.console.print(f"started {label} ({self._text('')})", highlight=False)
 
     def epoch(self, label: str, record: dict[str, Any], metric: str) -> None:
         valid = record.get("valid", {}).get(metric)
@@ -468,7 +472,7 @@ class GridProgress:
             self.failed += 1
         elapsed = time.perf_counter() - self.started
         left = self.total - self.done - self.failed - self.running
-        eta = elapsed / self.finished_here * left
+        eta = elapsed / self.finished_here * (left + self.running / 2)
         if status["state"] == "done":
             what = f"valid {metric} {value:.4f}" if isinstance(value, float) else "done"
         else:
