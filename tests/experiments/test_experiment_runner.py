@@ -258,7 +258,7 @@ def test_progress_lines_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter([100.0, 160.0])  # started at 100 s; the first run finishes at 160 s
     monkeypatch.setattr(runner_module.time, "perf_counter", lambda: next(clock))
     out = io.StringIO()
-    console = Console(file=out, width=200, force_terminal=False)
+    console = Console(file=out, width=40, force_terminal=False)  # lines never wrap
     with GridProgress(total=6, done=1, console=console, enabled=True) as display:
         display.started_run("a")
         display.started_run("b")

@@ -454,7 +454,9 @@ class GridProgress:
         self.running += 1
         self.progress.update(self.task, description=self._text(label))
         if not self.live:
-            self.console.print(f"started {label} ({self._text('')})", highlight=False)
+            self.console.print(
+                f"started {label} ({self._text('')})", highlight=False, soft_wrap=True
+            )
 
     def epoch(self, label: str, record: dict[str, Any], metric: str) -> None:
         valid = record.get("valid", {}).get(metric)
