@@ -59,3 +59,34 @@ def test_a_bad_file_is_a_config_error(tmp_path: Path) -> None:
         from lmmrec.cli.experiment import _variables
 
         _variables(["novalue"])
+
+
+def test_sigterm_stops_a_grid_as_ctrl_c_does(tiny_source: str, tmp_path: Path) -> None:
+    """`kill PID` marks the run in progress interrupted (resumable), with no traceback."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = _file(tmp_path, tiny_source, seeds=[1])
+    spec = yaml.safe_load(path.read_text())
+    spec["models"]["bpr"]["grid"] = {"lr": [0.01]}
+    spec["train"] |= {"epochs": 100_000, "patience": 100_000}
+    path.write_text(yaml.safe_dump(spec))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lmmrec", "experiment", "run", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    runs = tmp_path / "out" / "runs"
+    deadline = time.monotonic() + 120
+    logs = lambda: "".join(p.read_text() for p in runs.glob("*/log.txt"))  # noqa: E731
+    while "epoch 1:" not in logs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr  # 130: as after Ctrl-C
+    (status,) = [json.loads(p.read_text()) for p in runs.glob("*/status.json")]
+    assert status["state"] == "interrupted"
