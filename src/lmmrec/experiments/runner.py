@@ -21,7 +21,9 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -680,6 +682,7 @@ def _run_ray(
         raise ConfigError("the ray backend needs Ray: pip install 'lmmrec[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(
             address=address,
             num_cpus=None if address else os.cpu_count(),
@@ -687,6 +690,10 @@ def _run_ray(
             log_to_driver=False,
             configure_logging=False,
         )
+        if threading.current_thread() is threading.main_thread():
+            # ray.init installs a handler that dumps a stack and exits; keep the caller's (the
+            # CLI's turns SIGTERM into KeyboardInterrupt, so the finally below shuts Ray down)
+            signal.signal(signal.SIGTERM, on_sigterm)
     try:
         task = ray.remote(num_cpus=threads, max_retries=0)(_ray_execute)
         pending = {}
