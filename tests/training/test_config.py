@@ -67,3 +67,24 @@ def test_apply_overrides_does_not_mutate_its_input() -> None:
     data = {"train": {"lr": 1.0}}
     apply_overrides(data, ["lr=2"])
     assert data == {"train": {"lr": 1.0}}
+
+
+def test_a_model_default_learning_rate_applies_only_where_none_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lmmrec.experiments.runner import resolved_config
+    from lmmrec.models import registry
+    from lmmrec.training.config import RunConfig
+
+    monkeypatch.setattr(registry.get("lightgcn"), "default_lr", 5e-3)
+    assert load_run_config(None, ["model=lightgcn"]).train.lr == 5e-3
+    assert load_run_config(None, ["model=lightgcn", "lr=0.01"]).train.lr == 0.01
+    assert load_run_config(None, ["model=lightgcn", "lr=0.001"]).train.lr == 1e-3  # set = kept
+    assert load_run_config(None, ["model=bpr"]).train.lr == 1e-3  # no default_lr: TrainConfig's
+    shared = TrainConfig(epochs=5)
+    assert RunConfig(model="lightgcn", train=shared).train.lr == 5e-3
+    assert shared.lr == 1e-3  # the caller's section is not changed for its other runs
+    # what a run records (and the experiment runner hashes into its name) is the rate it used
+    resolved = resolved_config({"model": "lightgcn", "train": {"epochs": 5}})
+    assert resolved["train"]["lr"] == 5e-3
+    assert RunConfig.model_validate(resolved).train.lr == 5e-3

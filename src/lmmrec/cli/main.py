@@ -222,6 +222,8 @@ def models() -> None:
     for name in names():
         cls = get(name)
         params = ", ".join(f"{k}={v}" for k, v in cls.config_class().model_dump().items())
+        if cls.default_lr is not None:
+            params += f"; lr={cls.default_lr}"
         table.add_row(name, "yes" if cls.needs_features else "no", params)
     console.print(table)
 

@@ -75,6 +75,9 @@ class Recommender(nn.Module, ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]]
     needs_features: ClassVar[bool] = False
+    #: the learning rate a run of this model uses when it sets none (``TrainConfig.lr``'s 1e-3
+    #: when None); a model's value is chosen by a grid and cited in its docstring
+    default_lr: ClassVar[float | None] = None
 
     def __init__(self, config: ModelConfig, inputs: ModelInputs) -> None:
         super().__init__()

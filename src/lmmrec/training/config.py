@@ -39,7 +39,9 @@ class TrainConfig(BaseModel):
 
     epochs: int = Field(1000, gt=0, description="maximum training epochs")
     batch_size: int = Field(2048, gt=0, description="training triples per step")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    lr: float = Field(
+        1e-3, gt=0, description="Adam learning rate (unset: the model's default_lr, else 1e-3)"
+    )
     weight_decay: float = Field(0.0, ge=0, description="Adam L2 weight decay")
     lr_decay: float = Field(
         1.0, gt=0, description="learning rate factor per lr_decay_step epochs (lr * f**(e/step))"
@@ -163,6 +165,18 @@ class RunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     output_dir: str = Field("runs", description="parent folder of run directories")
     name: str | None = Field(None, description="run directory name (default: <dataset>-<model>)")
+
+    @model_validator(mode="after")
+    def _model_learning_rate(self) -> RunConfig:
+        """A run that sets no learning rate trains at its model's ``default_lr`` (if any)."""
+        if "lr" not in self.train.model_fields_set:
+            from lmmrec.models import registry
+
+            if self.model in registry.names() and registry.get(self.model).default_lr:
+                # a copy: the caller's TrainConfig may serve other runs
+                lr = registry.get(self.model).default_lr
+                self.train = self.train.model_copy(update={"lr": lr})
+        return self
 
     @model_validator(mode="after")
     def _paradigm_sections(self) -> RunConfig:
