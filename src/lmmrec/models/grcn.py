@@ -51,14 +51,15 @@ from lmmrec.models.registry import register
 
 
 class GRCNConfig(ModelConfig):
-    """GRCN's hyper-parameters: the published defaults (MMRec GRCN.yaml). Checked by grids on
-    validation Recall@20 against BPR with its defaults (benchmarks/README.md, "The grids behind
-    the defaults"): on the demo shop (MiniLM + EfficientNet features) ``reg_weight`` 0.1 gives
-    .2793 / .2855 / .2909 over seeds 2022-2024 (``configs/defaults-demo-seeds.yaml``; 1.15 x BPR)
-    and 1e-3 .2899 on seed 2022 (``configs/defaults-grid-demo.yaml``); on real Baby interactions
-    with noise features (``configs/defaults-baby-content.yaml``) 0.1 .0716 and 1e-3 .0685 (BPR
-    .0593). Each is above BPR on both and neither is better on both, so the published value
-    stays (a default is replaced only where it falls below BPR)."""
+    """GRCN's hyper-parameters: the authors' settings (MMRec GRCN.yaml; the first value where it
+    lists a grid). Checked by grids on validation Recall@20 against BPR with its defaults
+    (benchmarks/README.md, "The grids behind the defaults"): on the demo shop (MiniLM +
+    EfficientNet features) ``reg_weight`` 0.1 gives .2793 / .2855 / .2909 over seeds 2022-2024
+    (``configs/defaults-demo-seeds.yaml``; 1.15 x BPR) and 1e-3 .2899 on seed 2022
+    (``configs/defaults-grid-demo.yaml``); on real Baby interactions with noise features
+    (``configs/defaults-baby-content.yaml``) 0.1 .0716 and 1e-3 .0685 (BPR .0593). Each is above
+    BPR on both and neither is better on both, so the authors' value stays (a default is
+    replaced only where it falls below BPR)."""
 
     embedding_size: int = Field(64, gt=0, description="D, ID embedding size (MMRec: 64)")
     latent_size: int = Field(

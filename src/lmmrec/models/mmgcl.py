@@ -50,12 +50,13 @@ from lmmrec.models.registry import register
 
 
 class MMGCLConfig(ModelConfig):
-    """MMGCL's hyper-parameters: the published defaults (MMGCL.yaml). Checked against BPR with its
-    defaults on validation Recall@20 (benchmarks/README.md, "The grids behind the defaults"):
-    demo shop .2629 / .2627 / .2625 over seeds 2022-2024 (``configs/defaults-demo-seeds.yaml``;
-    1.06 x BPR; ``ssl_alpha`` 0.5: .2517 on seed 2022, ``configs/defaults-grid-demo.yaml``); real
-    Baby interactions with noise features .0707 against BPR's .0593
-    (``configs/defaults-baby-content.yaml``). Above BPR on both, so the published values stay."""
+    """MMGCL's hyper-parameters: the authors' settings (MMGCL.yaml; the first value where it
+    lists a grid). Checked against BPR with its defaults on validation Recall@20
+    (benchmarks/README.md, "The grids behind the defaults"): demo shop .2629 / .2627 / .2625
+    over seeds 2022-2024 (``configs/defaults-demo-seeds.yaml``; 1.06 x BPR; ``ssl_alpha`` 0.5:
+    .2517 on seed 2022, ``configs/defaults-grid-demo.yaml``); real Baby interactions with noise
+    features .0707 against BPR's .0593 (``configs/defaults-baby-content.yaml``). Above BPR on
+    both, so the authors' values stay."""
 
     embedding_size: int = Field(64, gt=0, description="D (MMGCL.yaml latent_dim: 64)")
     n_layers: int = Field(3, ge=0, description="LightGCN layers per branch (layer_num: 3)")
