@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,12 +68,6 @@ def test_a_bad_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_sigterm_stops_a_grid_as_ctrl_c_does(tiny_source: str, tmp_path: Path) -> None:
     """`kill PID` marks the run in progress interrupted (resumable), with no traceback."""
-    import json
-    import signal
-    import subprocess
-    import sys
-    import time
-
     path = _file(tmp_path, tiny_source, seeds=[1])
     spec = yaml.safe_load(path.read_text())
     spec["models"]["bpr"]["grid"] = {"lr": [0.01]}

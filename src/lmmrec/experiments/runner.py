@@ -690,7 +690,7 @@ def _run_ray(
             log_to_driver=False,
             configure_logging=False,
         )
-        if threading.current_thread() is threading.main_thread():
+        if on_sigterm is not None and threading.current_thread() is threading.main_thread():
             # ray.init installs a handler that dumps a stack and exits; keep the caller's (the
             # CLI's turns SIGTERM into KeyboardInterrupt, so the finally below shuts Ray down)
             signal.signal(signal.SIGTERM, on_sigterm)

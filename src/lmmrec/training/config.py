@@ -169,13 +169,13 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _model_learning_rate(self) -> RunConfig:
         """A run that sets no learning rate trains at its model's ``default_lr`` (if any)."""
-        if "lr" not in self.train.model_fields_set:
-            from lmmrec.models import registry
+        from lmmrec.models import registry
 
-            if self.model in registry.names() and registry.get(self.model).default_lr:
-                # a copy: the caller's TrainConfig may serve other runs
-                lr = registry.get(self.model).default_lr
-                self.train = self.train.model_copy(update={"lr": lr})
+        if "lr" in self.train.model_fields_set or self.model.lower() not in registry.names():
+            return self  # an unknown model is reported where the model is built
+        lr = registry.get(self.model).default_lr
+        if lr is not None:  # a copy: the caller's TrainConfig may serve other runs
+            self.train = self.train.model_copy(update={"lr": lr})
         return self
 
     @model_validator(mode="after")
