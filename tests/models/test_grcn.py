@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ModelInputs
+from lmmrec.models.bipartite import BipartiteGraph
 from lmmrec.models.grcn import GRCN, GRCNConfig, segment_softmax
-from lmmrec.models.mm_blocks import BipartiteGraph
 from lmmrec.runtime import seed_everything
 
 

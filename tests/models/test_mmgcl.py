@@ -14,8 +14,8 @@ from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import Batch
 from lmmrec.errors import ConfigError
 from lmmrec.models.base import ModelInputs
+from lmmrec.models.bipartite import BipartiteGraph
 from lmmrec.models.graph import normalized_adjacency
-from lmmrec.models.mm_blocks import BipartiteGraph
 from lmmrec.models.mmgcl import MMGCL, MMGCLConfig
 from lmmrec.models.ops import info_nce
 from lmmrec.runtime import seed_everything

@@ -34,10 +34,11 @@ from torch import nn
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
 from lmmrec.models.content_head import ContentHead
+from lmmrec.models.embeddings import id_embeddings
 from lmmrec.models.graph import mean_of_layers, normalized_adjacency, to_torch_csr
+from lmmrec.models.item_features import FeatureTables, RowSelection, check_features, modality_dims
 from lmmrec.models.losses import embedding_norm_penalty
-from lmmrec.models.mm_blocks import check_features, modality_dims
-from lmmrec.models.mm_layers import BatchRandom, FeatureTables, RowSelection, dropout, id_embeddings
+from lmmrec.models.randomness import BatchRandom, dropout
 from lmmrec.models.registry import register
 
 

@@ -43,15 +43,16 @@ from torch import nn
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
 from lmmrec.models.graph import (
+    csr_tensor,
     layer_sum,
     normalized_adjacency,
     propagate_directed,
     to_torch_csr,
 )
+from lmmrec.models.item_features import check_features, modality_dims
 from lmmrec.models.losses import bpr_loss
-from lmmrec.models.mm_blocks import check_features, csr_tensor, modality_dims
-from lmmrec.models.mm_layers import BatchRandom
 from lmmrec.models.ops import normalize_rows
+from lmmrec.models.randomness import BatchRandom
 from lmmrec.models.registry import register
 from lmmrec.models.user_graph import cached_co_occurrence_graph
 

@@ -35,16 +35,12 @@ from torch import nn
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
 from lmmrec.models.content_head import ContentHead
+from lmmrec.models.embeddings import id_embeddings
 from lmmrec.models.graph import mean_of_layers, normalized_adjacency, to_torch_csr
+from lmmrec.models.item_features import FeatureTables, RowSelection, check_features, modality_dims
 from lmmrec.models.knn import EdgeList, ItemGraph, cached_knn, knn_edges, normalize_edges
 from lmmrec.models.losses import bpr_loss
-from lmmrec.models.mm_blocks import check_features, modality_dims
-from lmmrec.models.mm_layers import (
-    BatchRandom,
-    FeatureTables,
-    RowSelection,
-    id_embeddings,
-)
+from lmmrec.models.randomness import BatchRandom
 from lmmrec.models.registry import register
 
 

@@ -241,3 +241,14 @@ def csr_pair(
                 )
             )
     return pair[0], pair[1]
+
+
+def csr_tensor(
+    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """A float32 ``torch.sparse_csr`` matrix on a fixed, valid structure (no checks)."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": we rely on matmul only
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            crow, col, values.float(), size=shape, check_invariants=False
+        )

@@ -36,7 +36,9 @@ from torch import nn
 
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
+from lmmrec.models.embeddings import id_embeddings
 from lmmrec.models.graph import csr_pair, mean_of_layers, propagate_directed, to_torch_csr
+from lmmrec.models.item_features import FeatureTables, check_features, modality_dims
 from lmmrec.models.knn import (
     EdgeList,
     cached_knn,
@@ -46,8 +48,6 @@ from lmmrec.models.knn import (
     normalize_edges,
 )
 from lmmrec.models.losses import bpr_loss, squared_norm_penalty
-from lmmrec.models.mm_blocks import check_features, modality_dims
-from lmmrec.models.mm_layers import FeatureTables, id_embeddings
 from lmmrec.models.ops import normalize_rows
 from lmmrec.models.registry import register
 

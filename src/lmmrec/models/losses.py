@@ -44,3 +44,16 @@ def squared_norm_penalty(*embeddings: torch.Tensor) -> torch.Tensor:
     """
     total = sum(e.pow(2).sum() for e in embeddings)
     return total / (2 * embeddings[0].shape[0])
+
+
+def paired_square_penalty(
+    table: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+) -> torch.Tensor:
+    """MMGCN's and GRCN's ID regulariser in MMRec: the mean over ``[2B, D]`` of
+    ``e_u^2 + e_i^2``, each user paired once with its positive and once with its negative item.
+
+    Args:
+        table: ``[N, D]`` node embeddings; ``users``, ``pos``, ``neg``: ``[B]`` row indices.
+    """
+    total = 2 * table[users].pow(2).sum() + table[pos].pow(2).sum() + table[neg].pow(2).sum()
+    return total / (2 * len(users) * table.shape[1])

@@ -4,9 +4,9 @@ Yi, Wang, Ounis, Macdonald. "Multi-modal Graph Contrastive Learning for Micro-vi
 Recommendation." SIGIR 2022; the authors' code is ``models/mmgcl.py`` of LMM4Rec (zxy-ml84), an
 MMRec fork, with ``configs/model/MMGCL.yaml``.
 
-* encoder: SLMRec's (:class:`~lmmrec.models.mm_blocks.ModalityLightGCN`): an ID branch and one
-  projected-feature branch per modality, LightGCN over the user-item graph, read-out layers on the
-  concatenated branches, ``[., D]``;
+* encoder: SLMRec's (:class:`~lmmrec.models.modality_lightgcn.ModalityLightGCN`): an ID branch
+  and one projected-feature branch per modality, LightGCN over the user-item graph, read-out
+  layers on the concatenated branches, ``[., D]``;
 * main task: BPR on the read-out vectors, :math:`\hat y_{ui} = u^\top i`;
 * modality edge dropout (ED): view 1 runs every branch on the graph without a random
   ``edge_drop`` share of the interactions (re-normalised), drawn afresh every step;
@@ -36,16 +36,12 @@ from pydantic import Field, field_validator
 from lmmrec.data.sampling import Batch
 from lmmrec.errors import ConfigError
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
+from lmmrec.models.bipartite import BipartiteGraph
+from lmmrec.models.item_features import check_features, modality_dims
 from lmmrec.models.losses import bpr_loss
-from lmmrec.models.mm_blocks import (
-    BipartiteGraph,
-    ModalityLightGCN,
-    check_features,
-    gather_rows,
-    modality_dims,
-)
-from lmmrec.models.mm_layers import BatchRandom
+from lmmrec.models.modality_lightgcn import ModalityLightGCN, gather_rows
 from lmmrec.models.ops import info_nce, normalize_rows
+from lmmrec.models.randomness import BatchRandom
 from lmmrec.models.registry import register
 
 

@@ -36,8 +36,8 @@ from torch import nn
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
 from lmmrec.models.graph import propagate_directed, to_torch_csr
-from lmmrec.models.losses import bpr_loss
-from lmmrec.models.mm_blocks import check_features, modality_dims, paired_square_penalty
+from lmmrec.models.item_features import check_features, modality_dims
+from lmmrec.models.losses import bpr_loss, paired_square_penalty
 from lmmrec.models.ops import normalize_rows
 from lmmrec.models.registry import register
 

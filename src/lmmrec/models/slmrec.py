@@ -7,7 +7,7 @@ IEEE TMM 2022; as implemented in MMRec (``src/models/slmrec.py``, ``ssl_task: FA
   projected to D), each propagated with LightGCN over the user-item graph, all sharing the user
   embeddings; read-out layers fuse the concatenated branches,
   :math:`u = W_u[z^0_u \| \dots \| z^M_u] + b_u`, :math:`i = W_i[z^0_i \| \dots \| z^M_i] + b_i`
-  ``[., D]`` (:class:`~lmmrec.models.mm_blocks.ModalityLightGCN`);
+  ``[., D]`` (:class:`~lmmrec.models.modality_lightgcn.ModalityLightGCN`);
 * main task: in-batch InfoNCE between each user and its positive item,
   :math:`-\frac1B\sum_b \log \mathrm{softmax}_c(\cos(u_b, i_c)/\tau)_b` (``temp``; the sampled
   negatives are not used);
@@ -32,13 +32,9 @@ from torch import nn
 
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
-from lmmrec.models.mm_blocks import (
-    BipartiteGraph,
-    ModalityLightGCN,
-    check_features,
-    gather_rows,
-    modality_dims,
-)
+from lmmrec.models.bipartite import BipartiteGraph
+from lmmrec.models.item_features import check_features, modality_dims
+from lmmrec.models.modality_lightgcn import ModalityLightGCN, gather_rows
 from lmmrec.models.ops import info_nce, normalize_rows
 from lmmrec.models.registry import register
 

@@ -30,9 +30,14 @@ from torch import nn
 from lmmrec.data.sampling import Batch
 from lmmrec.models.base import ItemFeatures, ModelConfig, ModelInputs, Recommender
 from lmmrec.models.content_head import ContentHead
+from lmmrec.models.item_features import (
+    FeatureTables,
+    ModalityLinear,
+    RowSelection,
+    check_features,
+    modality_dims,
+)
 from lmmrec.models.losses import bpr_loss, embedding_norm_penalty, squared_norm_penalty
-from lmmrec.models.mm_blocks import check_features, modality_dims
-from lmmrec.models.mm_layers import FeatureTables, ModalityLinear, RowSelection
 from lmmrec.models.registry import register
 
 

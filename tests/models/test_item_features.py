@@ -1,16 +1,15 @@
-"""The pieces shared by VBPR, LATTICE, FREEDOM and BM3."""
+"""The item-feature pieces of the multi-modal models: feature tables, row selections, the
+linear map of concatenated modalities, and values memoised from frozen features."""
 
 from __future__ import annotations
 
 import torch
 
-from lmmrec.data.sampling import Batch
-from lmmrec.models.mm_layers import (
-    BatchRandom,
+from lmmrec.models.item_features import (
+    ConstantInputMemo,
     FeatureTables,
     ModalityLinear,
     RowSelection,
-    dropout,
 )
 
 
@@ -68,34 +67,49 @@ def test_modality_linear_is_a_linear_map_of_the_concatenation() -> None:
     torch.testing.assert_close(layer(x), expected)
 
 
-def test_epoch_generator_depends_on_seed_and_epoch_only() -> None:
-    torch.manual_seed(0)
-    first = BatchRandom()
-    torch.manual_seed(0)
-    second = BatchRandom()  # another process of a data-parallel run, or a resumed one
-    device = torch.device("cpu")
-    draw = torch.rand(4, generator=first.epoch_generator(3, device))
-    assert torch.equal(draw, torch.rand(4, generator=second.epoch_generator(3, device)))
-    assert not torch.equal(draw, torch.rand(4, generator=first.epoch_generator(4, device)))
+def _counting_memo() -> tuple[ConstantInputMemo, list[int]]:
+    calls: list[int] = []
+
+    def double(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x * 2
+
+    return ConstantInputMemo(double), calls
 
 
-def test_batch_random_depends_on_seed_and_batch_only() -> None:
-    batch = Batch(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5]))
-    other = Batch(torch.tensor([1, 0]), torch.tensor([2, 3]), torch.tensor([4, 5]))
-    torch.manual_seed(0)
-    first = BatchRandom()
-    torch.manual_seed(0)
-    second = BatchRandom()
-    device = torch.device("cpu")
-    draw = torch.rand(4, generator=first.generator(batch, device))
-    torch.rand(100)  # other consumers of the global RNG change nothing
-    assert torch.equal(draw, torch.rand(4, generator=second.generator(batch, device)))
-    assert not torch.equal(draw, torch.rand(4, generator=first.generator(other, device)))
+def test_memo_reuses_the_value_for_the_same_unchanged_tensor():
+    memo, calls = _counting_memo()
+    x = torch.arange(3.0)
+    first = memo(x)
+    assert memo(x) is first and len(calls) == 1
+    torch.testing.assert_close(first, torch.tensor([0.0, 2.0, 4.0]))
 
 
-def test_dropout_zeroes_and_rescales() -> None:
-    x = torch.ones(2000)
-    out = dropout(x, 0.25, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(out.unique(), torch.tensor([0.0, 4 / 3]))
-    assert abs((out == 0).float().mean().item() - 0.25) < 0.05
-    assert dropout(x, 0.0, torch.Generator()) is x
+def test_memo_recomputes_after_an_in_place_change_or_for_another_tensor():
+    memo, calls = _counting_memo()
+    x = torch.arange(3.0)
+    memo(x)
+    x.add_(1)
+    torch.testing.assert_close(memo(x), torch.tensor([2.0, 4.0, 6.0]))
+    torch.testing.assert_close(memo(x.clone()), torch.tensor([2.0, 4.0, 6.0]))
+    x.data = torch.zeros(3)  # new storage, same object and version counter
+    torch.testing.assert_close(memo(x), torch.zeros(3))
+    assert len(calls) == 4
+
+
+def test_memo_never_keeps_inputs_that_take_gradients():
+    memo, calls = _counting_memo()
+    x = torch.arange(3.0, requires_grad=True)
+    memo(x).sum().backward()
+    memo(x)
+    assert len(calls) == 2
+    torch.testing.assert_close(x.grad, torch.full((3,), 2.0))
+
+
+def test_memo_does_not_keep_values_computed_in_inference_mode():
+    memo, calls = _counting_memo()
+    x = torch.arange(3.0)
+    with torch.inference_mode():
+        memo(x)
+    value = memo(x)  # usable by autograd, so computed again outside inference mode
+    assert not value.is_inference() and len(calls) == 2

@@ -1,35 +1,43 @@
-"""Pieces shared by VBPR, LATTICE, FREEDOM and BM3 (the feature checks and the LightGCN read-out
-come from :mod:`lmmrec.models.mm_blocks`).
+"""The item features a multi-modal recommender reads: which modalities it was built for, the
+tables it reads them from (all rows, some rows or differences of rows, optionally fine-tuned as
+the published models do), one linear map of the concatenated modalities, and values computed from
+frozen features once.
 
 Dimensions: I items, D output size, d_m size of modality m.
-
-* :func:`id_embeddings`: the user and item ID tables (also of SLMRec's and MMGCL's encoder).
-* :class:`FeatureTables`, :class:`RowSelection`: the item features a model reads (all rows, some
-  rows or differences of rows), optionally fine-tuned as the published models do.
-* :class:`ModalityLinear`: one linear map of the concatenated modalities, without materialising
-  the concatenation.
-* :class:`BatchRandom`, :func:`dropout`: random numbers that are a function of the model's seed
-  and the batch (or the epoch).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+import weakref
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from lmmrec.data.sampling import Batch
-from lmmrec.models.base import ItemFeatures
+from lmmrec.errors import FeatureError
+from lmmrec.models.base import ItemFeatures, ModelInputs
 from lmmrec.models.graph import csr_pair, sparse_matmul
 
 
-def id_embeddings(n_users: int, n_items: int, size: int) -> tuple[nn.Parameter, nn.Parameter]:
-    """User and item ID embeddings ``[U, D]`` and ``[I, D]``, each Xavier-uniform initialised
-    (MMRec's ``xavier_uniform_`` on its ``nn.Embedding`` weights), users drawn first."""
-    users = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, size)))
-    return users, nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, size)))
+def modality_dims(inputs: ModelInputs, model: str) -> dict[str, int]:
+    """``{modality: d_m}`` of the features the model is built for; at least one is required."""
+    if not inputs.item_feats:
+        raise FeatureError(
+            f"model {model!r} needs item features: give it at least one modality "
+            "(features=NAME with a feature set of the dataset)"
+        )
+    return inputs.feature_dims
+
+
+def check_features(item_feats: ItemFeatures, dims: dict[str, int], model: str) -> None:
+    """Raise :class:`FeatureError` unless ``item_feats`` has the modalities and sizes ``dims``."""
+    got = {m: int(t.shape[-1]) for m, t in item_feats.items()}
+    if got != dims:
+        raise FeatureError(
+            f"model {model!r} was built for item features {dims} but was given {got}; "
+            "pass the same modalities and sizes as at build time"
+        )
 
 
 class FeatureTables(nn.Module):
@@ -146,39 +154,29 @@ class ModalityLinear(nn.Module):
         return out if self.bias is None else out + self.bias
 
 
-class BatchRandom:
-    """Random numbers (dropout masks, edge samples) drawn from a generator seeded by the model's
-    seed and the batch's content.
+class ConstantInputMemo:
+    """``fn(x)``, remembered for an input that takes no gradient and reused while the same tensor
+    comes back unmodified (same object, same in-place version counter).
 
-    A loss is then a function of the model, the batch and the features: calling it twice gives
-    the same value, nothing depends on other consumers of the global RNG, and a resumed run draws
-    what an uninterrupted one would. The seed is drawn from the global RNG when the model is
-    built (so a seeded build reproduces it); every shuffled batch draws fresh numbers.
+    Frozen item features come back every training step; what depends on them alone (row norms)
+    need not be recomputed. The storage address is compared too (``x.data = ...`` swaps it
+    without an in-place version bump). Inputs that require gradients (end-to-end encoder
+    outputs) are always recomputed, and values computed in inference mode are not kept
+    (autograd could not save them for a later training step).
     """
 
-    def __init__(self) -> None:
-        self.seed = int(torch.randint(0, 2**62, ()))
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.fn = fn
+        self._input: weakref.ref[torch.Tensor] | None = None
+        self._state: tuple[int, int] = (-1, 0)  # (version counter, storage address)
+        self._value: torch.Tensor | None = None
 
-    def generator(self, batch: Batch, device: torch.device) -> torch.Generator:
-        digest = hashlib.blake2b(digest_size=8)
-        for index in (batch.users, batch.pos_items, batch.neg_items):
-            digest.update(index.cpu().numpy().tobytes())
-        return self._generator(int.from_bytes(digest.digest(), "little"), device)
-
-    def epoch_generator(self, epoch: int, device: torch.device) -> torch.Generator:
-        """A generator for per-epoch draws (graph pruning, neighbour urns): the same on every
-        process of a data-parallel run, and again after a resume."""
-        digest = hashlib.blake2b(f"epoch {epoch}".encode(), digest_size=8).digest()
-        return self._generator(int.from_bytes(digest, "little"), device)
-
-    def _generator(self, salt: int, device: torch.device) -> torch.Generator:
-        return torch.Generator(device=device).manual_seed((self.seed ^ salt) % 2**63)
-
-
-def dropout(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Inverted dropout (``torch.nn.functional.dropout`` in training mode) drawing from
-    ``generator`` (on ``x``'s device)."""
-    if p <= 0:
-        return x
-    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
-    return x * keep / (1 - p)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad or x.is_inference() or torch.is_inference_mode_enabled():
+            return self.fn(x)
+        state = (x._version, x.data_ptr())
+        if self._input is None or self._input() is not x or self._state != state:
+            with torch.no_grad():
+                self._value = self.fn(x)
+            self._input, self._state = weakref.ref(x), state
+        return self._value
