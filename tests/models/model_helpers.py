@@ -5,38 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import Batch, NegativeSampler
 from lmmrec.models import ModelInputs, Recommender, build
+from lmmrec.runtime import seed_everything
 
 DIMS = {"image": 6, "text": 3}
 
 
 def random_features(
-    dataset: Dataset, dims: dict[str, int] = DIMS, grad: bool = False
+    n_items: int, dims: dict[str, int] = DIMS, grad: bool = False
 ) -> dict[str, torch.Tensor]:
     """Seeded standard-normal features ``{modality: [I, d]}``."""
     gen = torch.Generator().manual_seed(0)
-    return {
-        m: torch.randn(dataset.n_items, d, generator=gen, requires_grad=grad)
-        for m, d in dims.items()
-    }
+    return {m: torch.randn(n_items, d, generator=gen, requires_grad=grad) for m, d in dims.items()}
+
+
+def model_inputs(train: sp.csr_matrix, dims: dict[str, int] = DIMS) -> ModelInputs:
+    """What a model is built from: the ``[U, I]`` training matrix and :func:`random_features`."""
+    return ModelInputs(*train.shape, train=train, item_feats=random_features(train.shape[1], dims))
 
 
 def build_model(
     name: str, dataset: Dataset, dims: dict[str, int], params: dict[str, Any]
 ) -> Recommender:
     """Model ``name`` built with seed 0 on ``dataset`` and :func:`random_features` of ``dims``."""
-    torch.manual_seed(0)
-    inputs = ModelInputs(
-        n_users=dataset.n_users,
-        n_items=dataset.n_items,
-        train=dataset.train,
-        item_feats=random_features(dataset, dims),
-    )
-    return build(name, params, inputs)
+    seed_everything(0)
+    return build(name, params, model_inputs(dataset.train, dims))
 
 
 def batches(dataset: Dataset, size: int = 64) -> list[Batch]:

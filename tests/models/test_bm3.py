@@ -23,7 +23,7 @@ def _batch(dataset: Dataset) -> Batch:
 
 def test_negatives_are_ignored(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset, dropout=0.0)  # dropout masks are keyed by the whole batch
-    feats = _features(tiny_dataset)
+    feats = _features(tiny_dataset.n_items)
     batch = _batch(tiny_dataset)
     other = Batch(batch.users, batch.pos_items, batch.neg_items.flip(0))
     assert torch.equal(model.loss(batch, feats), model.loss(other, feats))
@@ -31,7 +31,7 @@ def test_negatives_are_ignored(tiny_dataset: Dataset) -> None:
 
 def test_loss_without_dropout_is_the_papers_three_terms(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset, dropout=0.0, reg_weight=0.3, cl_weight=2.0)
-    feats = _features(tiny_dataset)
+    feats = _features(tiny_dataset.n_items)
     batch = _batch(tiny_dataset)
     users, items = model._encode()
     predict = model.predictor
@@ -60,7 +60,7 @@ def test_target_views_drop_whole_nodes_consistently(tiny_dataset: Dataset) -> No
 
 def test_scores_are_predicted_vectors(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset)
-    feats = _features(tiny_dataset)
+    feats = _features(tiny_dataset.n_items)
     users, items = model.embed(feats)
     encoded_users, encoded_items = model._encode()
     torch.testing.assert_close(users, model.predictor(encoded_users))

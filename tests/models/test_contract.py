@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from model_helpers import random_features
 
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import NegativeSampler
@@ -21,17 +22,9 @@ def _inputs(dataset: Dataset) -> ModelInputs:
         n_users=dataset.n_users,
         n_items=dataset.n_items,
         train=dataset.train,
-        item_feats=_features(dataset),
+        item_feats=random_features(dataset.n_items, FEATURE_DIMS),
         train_hash=dataset.content_hash(),
     )
-
-
-def _features(dataset: Dataset, requires_grad: bool = False) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    return {
-        m: torch.randn(dataset.n_items, d, generator=gen, requires_grad=requires_grad)
-        for m, d in FEATURE_DIMS.items()
-    }
 
 
 def _batch(dataset: Dataset, seed: int = 0):
@@ -47,7 +40,7 @@ def _model(name: str, dataset: Dataset, seed: int = 0):
 @pytest.mark.parametrize("name", names())
 def test_embed_and_score_shapes(name: str, tiny_dataset: Dataset) -> None:
     model = _model(name, tiny_dataset)
-    feats = _features(tiny_dataset)
+    feats = random_features(tiny_dataset.n_items, FEATURE_DIMS)
     users, items = model.embed(feats)
     assert users.shape[0] == tiny_dataset.n_users
     assert items.shape[0] == tiny_dataset.n_items
@@ -63,7 +56,7 @@ def test_loss_decreases_and_every_parameter_gets_a_gradient(
     name: str, tiny_dataset: Dataset
 ) -> None:
     model = _model(name, tiny_dataset)
-    feats = _features(tiny_dataset)
+    feats = random_features(tiny_dataset.n_items, FEATURE_DIMS)
     batch = _batch(tiny_dataset)
     loss = model.loss(batch, feats)
     assert loss.ndim == 0 and torch.isfinite(loss)
@@ -85,7 +78,7 @@ def test_gradients_reach_features_when_they_require_grad(name: str, tiny_dataset
     model = _model(name, tiny_dataset)
     if not model.needs_features:
         pytest.skip(f"{name} uses no item features")
-    feats = _features(tiny_dataset, requires_grad=True)
+    feats = random_features(tiny_dataset.n_items, FEATURE_DIMS, grad=True)
     model.loss(_batch(tiny_dataset), feats).backward()
     for modality, tensor in feats.items():
         assert tensor.grad is not None and tensor.grad.abs().sum() > 0, modality
@@ -93,7 +86,7 @@ def test_gradients_reach_features_when_they_require_grad(name: str, tiny_dataset
 
 @pytest.mark.parametrize("name", names())
 def test_same_seed_same_model_and_loss(name: str, tiny_dataset: Dataset) -> None:
-    feats = _features(tiny_dataset)
+    feats = random_features(tiny_dataset.n_items, FEATURE_DIMS)
     batch = _batch(tiny_dataset)
     a, b = _model(name, tiny_dataset, seed=5), _model(name, tiny_dataset, seed=5)
     assert torch.equal(a.loss(batch, feats), b.loss(batch, feats))
@@ -103,7 +96,7 @@ def test_same_seed_same_model_and_loss(name: str, tiny_dataset: Dataset) -> None
 
 @pytest.mark.parametrize("name", names())
 def test_state_dict_round_trip(name: str, tiny_dataset: Dataset) -> None:
-    feats = _features(tiny_dataset)
+    feats = random_features(tiny_dataset.n_items, FEATURE_DIMS)
     a, b = _model(name, tiny_dataset, seed=1), _model(name, tiny_dataset, seed=2)
     buffer = io.BytesIO()
     torch.save(a.state_dict(), buffer)
@@ -116,6 +109,6 @@ def test_state_dict_round_trip(name: str, tiny_dataset: Dataset) -> None:
 @pytest.mark.parametrize("name", names())
 def test_forward_is_the_loss(name: str, tiny_dataset: Dataset) -> None:
     model = _model(name, tiny_dataset)
-    feats = _features(tiny_dataset)
+    feats = random_features(tiny_dataset.n_items, FEATURE_DIMS)
     batch = _batch(tiny_dataset)
     assert torch.equal(model(batch, feats), model.loss(batch, feats))

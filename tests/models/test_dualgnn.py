@@ -8,25 +8,20 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from model_helpers import model_inputs
+from model_helpers import random_features as _features
 
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import Batch, NegativeSampler
-from lmmrec.models.base import ModelInputs
 from lmmrec.models.dualgnn import DualGNN, DualGNNConfig
 from lmmrec.models.graph import normalized_adjacency
 from lmmrec.models.user_graph import co_occurrence_graph
 from lmmrec.runtime import seed_everything
 
 
-def _features(n_items: int, dims: dict[str, int]) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    return {m: torch.randn(n_items, d, generator=gen) for m, d in dims.items()}
-
-
 def _model(train: sp.csr_matrix, dims: dict[str, int], **params: int) -> DualGNN:
     seed_everything(0)
-    inputs = ModelInputs(*train.shape, train=train, item_feats=_features(train.shape[1], dims))
-    return DualGNN(DualGNNConfig(**params), inputs)
+    return DualGNN(DualGNNConfig(**params), model_inputs(train, dims))
 
 
 def test_embed_matches_a_dense_recomputation(tiny_dataset: Dataset) -> None:

@@ -38,7 +38,7 @@ def test_modality_weights_generalise_mmrec() -> None:
 
 def test_frozen_graph_mixes_binary_knn_graphs(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset)
-    feats = _features(tiny_dataset)
+    feats = _features(tiny_dataset.n_items)
     expected = 0.1 * _dense_binary_knn(feats["image"], 4) + 0.9 * _dense_binary_knn(
         feats["text"], 4
     )
@@ -50,7 +50,7 @@ def test_pruning_keeps_a_share_of_edges_renormalised_once_per_epoch(
     tiny_dataset: Dataset,
 ) -> None:
     model = _model(tiny_dataset, dropout=0.5)
-    feats = _features(tiny_dataset)
+    feats = _features(tiny_dataset.n_items)
     batches = _batches(tiny_dataset)
     graphs = []
     for step, batch in enumerate(batches + batches[:1]):  # an epoch, then the next one's first
@@ -91,7 +91,7 @@ def test_pruning_prefers_edges_of_low_degree_nodes(tiny_dataset: Dataset) -> Non
 
 def test_loss_is_bpr_plus_feature_bprs(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset, reg_weight=0.3)
-    feats = _features(tiny_dataset)
+    feats = _features(tiny_dataset.n_items)
     batch = _batches(tiny_dataset)[0]
     loss = model.loss(batch, feats)
     users, items = model._propagate(model._pruned)
@@ -108,7 +108,7 @@ def test_loss_is_bpr_plus_feature_bprs(tiny_dataset: Dataset) -> None:
 
 def test_item_vectors_add_the_item_graph_convolution(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset, n_ui_layers=0)
-    users, items = model.embed(_features(tiny_dataset))
+    users, items = model.embed(_features(tiny_dataset.n_items))
     graph = model.item_graph.matrix.to_dense()
     torch.testing.assert_close(items, model.item_embedding + graph @ model.item_embedding)
     torch.testing.assert_close(users, model.user_embedding)
@@ -119,7 +119,7 @@ def test_feature_gradients_reach_only_the_batch_items(
     train_features: bool, tiny_dataset: Dataset
 ) -> None:
     model = _model(tiny_dataset, DIMS, train_features=train_features)
-    feats = _features(tiny_dataset, DIMS, grad=True)
+    feats = _features(tiny_dataset.n_items, DIMS, grad=True)
     batch = _batches(tiny_dataset)[0]
     model.loss(batch, feats).backward()
     touched = torch.zeros(tiny_dataset.n_items, dtype=torch.bool)

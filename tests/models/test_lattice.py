@@ -47,7 +47,7 @@ def test_item_graph_matches_mmrecs_dense_construction(tiny_dataset: Dataset) -> 
     model = _model(tiny_dataset)
     with torch.no_grad():
         model.modal_weight.copy_(torch.tensor([0.3, -0.2]))  # unequal modality weights
-    feats = _features(tiny_dataset)
+    feats = _features(tiny_dataset.n_items)
     rows, cols, values = model._item_graph(feats)
     n = tiny_dataset.n_items
     got = csr_pair(rows, cols, values, (n, n))[0].to_dense()
@@ -58,7 +58,7 @@ def test_embed_is_lightgcn_with_self_loops_plus_the_normalised_item_convolution(
     tiny_dataset: Dataset,
 ) -> None:
     model = _model(tiny_dataset)
-    feats = _features(tiny_dataset)
+    feats = _features(tiny_dataset.n_items)
     users, items = model.embed(feats)
     r = torch.from_numpy(tiny_dataset.train.toarray())
     n_users = tiny_dataset.n_users
@@ -75,7 +75,7 @@ def test_embed_is_lightgcn_with_self_loops_plus_the_normalised_item_convolution(
 
 def test_loss_is_bpr_plus_squared_l2(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset, reg_weight=0.2)
-    feats = _features(tiny_dataset)
+    feats = _features(tiny_dataset.n_items)
     batch = _batches(tiny_dataset)[0]
     loss = model.loss(batch, feats)  # first batch of an epoch: graph built from these weights
     users, items = model.embed(feats)
@@ -87,7 +87,7 @@ def test_loss_is_bpr_plus_squared_l2(tiny_dataset: Dataset) -> None:
 
 def test_learned_graph_is_built_with_gradients_once_per_epoch(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset)
-    feats = _features(tiny_dataset)
+    feats = _features(tiny_dataset.n_items)
     batches = _batches(tiny_dataset)
     graph_parts = [*model.projections.parameters(), *model.features.parameters()]
     graph_parts.append(model.modal_weight)

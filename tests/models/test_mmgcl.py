@@ -8,12 +8,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from model_helpers import model_inputs
+from model_helpers import random_features as _features
 from pydantic import ValidationError
 
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import Batch
 from lmmrec.errors import ConfigError
-from lmmrec.models.base import ModelInputs
 from lmmrec.models.bipartite import BipartiteGraph
 from lmmrec.models.graph import normalized_adjacency
 from lmmrec.models.mmgcl import MMGCL, MMGCLConfig
@@ -21,15 +22,9 @@ from lmmrec.models.ops import info_nce
 from lmmrec.runtime import seed_everything
 
 
-def _features(n_items: int, dims: dict[str, int]) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    return {m: torch.randn(n_items, d, generator=gen) for m, d in dims.items()}
-
-
 def _model(train: sp.csr_matrix, dims: dict[str, int], **params: object) -> MMGCL:
     seed_everything(0)
-    inputs = ModelInputs(*train.shape, train=train, item_feats=_features(train.shape[1], dims))
-    return MMGCL(MMGCLConfig(**params), inputs)
+    return MMGCL(MMGCLConfig(**params), model_inputs(train, dims))
 
 
 def test_dropped_edges_are_renormalised_like_a_smaller_graph(tiny_dataset: Dataset) -> None:

@@ -7,23 +7,18 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from model_helpers import model_inputs
+from model_helpers import random_features as _features
 
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import Batch
-from lmmrec.models.base import ModelInputs
 from lmmrec.models.mmgcn import MMGCN, MMGCNConfig
 from lmmrec.runtime import seed_everything
 
 
-def _features(n_items: int, dims: dict[str, int]) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    return {m: torch.randn(n_items, d, generator=gen) for m, d in dims.items()}
-
-
 def _model(train: sp.csr_matrix, dims: dict[str, int], **params: object) -> MMGCN:
     seed_everything(0)
-    inputs = ModelInputs(*train.shape, train=train, item_feats=_features(train.shape[1], dims))
-    return MMGCN(MMGCNConfig(**params), inputs)
+    return MMGCN(MMGCNConfig(**params), model_inputs(train, dims))
 
 
 @pytest.mark.parametrize("transpose", [False, True])  # more users than items, and fewer

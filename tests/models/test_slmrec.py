@@ -7,25 +7,20 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from model_helpers import model_inputs
+from model_helpers import random_features as _features
 
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import Batch
-from lmmrec.models.base import ModelInputs
 from lmmrec.models.graph import normalized_adjacency
 from lmmrec.models.ops import info_nce
 from lmmrec.models.slmrec import SLMRec, SLMRecConfig
 from lmmrec.runtime import seed_everything
 
 
-def _features(n_items: int, dims: dict[str, int]) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    return {m: torch.randn(n_items, d, generator=gen) for m, d in dims.items()}
-
-
 def _model(train: sp.csr_matrix, dims: dict[str, int], **params: object) -> SLMRec:
     seed_everything(0)
-    inputs = ModelInputs(*train.shape, train=train, item_feats=_features(train.shape[1], dims))
-    return SLMRec(SLMRecConfig(**params), inputs)
+    return SLMRec(SLMRecConfig(**params), model_inputs(train, dims))
 
 
 def _dense_branches(model: SLMRec, train: sp.csr_matrix, feats: dict[str, torch.Tensor]):

@@ -24,5 +24,5 @@ def test_any_modalities_and_feature_training(
     params = {**SMALL[name], "train_features": train_features}
     model = build_model(name, tiny_dataset, dims, params)
     assert (len(model.features.residual) > 0) == train_features
-    feats = random_features(tiny_dataset, dims, grad=True)
+    feats = random_features(tiny_dataset.n_items, dims, grad=True)
     assert_every_input_learns(model, batches(tiny_dataset)[0], feats)

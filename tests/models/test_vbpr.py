@@ -32,7 +32,7 @@ def _randomise(model: torch.nn.Module) -> None:
 def test_canonical_score_is_the_papers_predictor(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset, variant="canonical")
     _randomise(model)  # beta_i, beta' start at zero: make every term count
-    feats = _features(tiny_dataset, DIMS)
+    feats = _features(tiny_dataset.n_items, DIMS)
     users, items = model.embed(feats)
     assert users.shape == (tiny_dataset.n_users, 9) and items.shape == (tiny_dataset.n_items, 9)
     u, i = 3, 7
@@ -51,7 +51,7 @@ def test_canonical_score_is_the_papers_predictor(tiny_dataset: Dataset) -> None:
 
 def test_mmrec_vectors_are_id_and_projected_features(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset)
-    feats = _features(tiny_dataset, DIMS)
+    feats = _features(tiny_dataset.n_items, DIMS)
     users, items = model.embed(feats)
     assert users.shape == (tiny_dataset.n_users, 8) and items.shape == (tiny_dataset.n_items, 8)
     concat = torch.cat([feats[m] for m in model.content.weight], dim=1)  # [I, 9]
@@ -65,7 +65,7 @@ def test_mmrec_vectors_are_id_and_projected_features(tiny_dataset: Dataset) -> N
 def test_loss_is_bpr_plus_the_variants_regulariser(variant: str, tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset, variant=variant, reg_weight=0.5)
     _randomise(model)
-    feats = _features(tiny_dataset, DIMS)
+    feats = _features(tiny_dataset.n_items, DIMS)
     batch = _batch(tiny_dataset)
     users, items = model.embed(feats)
     user, pos, neg = users[batch.users], items[batch.pos_items], items[batch.neg_items]
@@ -91,14 +91,14 @@ def test_any_modalities_train_and_pass_gradients(
     variant: str, dims: dict[str, int], tiny_dataset: Dataset
 ) -> None:
     model = _model(tiny_dataset, dims, variant=variant)
-    feats = _features(tiny_dataset, dims, grad=True)
+    feats = _features(tiny_dataset.n_items, dims, grad=True)
     assert_every_input_learns(model, _batch(tiny_dataset), feats)
 
 
 def test_features_must_match_the_build(tiny_dataset: Dataset) -> None:
     model = _model(tiny_dataset)
     with pytest.raises(FeatureError):  # other modalities than at build time
-        model.embed(_features(tiny_dataset, {"image": 6}))
+        model.embed(_features(tiny_dataset.n_items, {"image": 6}))
     with pytest.raises(FeatureError):  # no features at all
         build(
             "vbpr", {}, ModelInputs(tiny_dataset.n_users, tiny_dataset.n_items, tiny_dataset.train)
