@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from lmmrec.cli import app
@@ -65,6 +66,29 @@ def test_models_lists_the_registry() -> None:
     assert result.exit_code == 0
     flat = "".join(result.output.split())  # rich wraps table cells at the terminal width
     assert "lightgcn" in flat and "n_layers=3" in flat
+
+
+def _commands(group: typer.Typer, prefix: str = "lmmrec") -> dict[str, str]:
+    """``{"lmmrec data amazon": docstring, ...}`` for every command under ``group``."""
+    found = {}
+    for command in group.registered_commands:
+        name = command.name or command.callback.__name__.replace("_", "-")
+        found[f"{prefix} {name}"] = command.callback.__doc__ or ""
+    for sub in group.registered_groups:
+        found.update(_commands(sub.typer_instance, f"{prefix} {sub.name}"))
+    return found
+
+
+def test_every_command_summary_is_one_line() -> None:
+    """The command tables of ``--help`` show each docstring's first paragraph as written: a
+    summary wrapped over several lines there breaks mid-sentence, so it must be one line."""
+    commands = _commands(app)
+    assert {"lmmrec train", "lmmrec export", "lmmrec data amazon", "lmmrec experiment run"} <= set(
+        commands
+    )
+    for name, doc in commands.items():
+        summary = doc.strip().split("\n\n")[0]
+        assert summary and "\n" not in summary, f"{name}: {summary!r}"
 
 
 def test_user_errors_print_one_line_without_traceback(dataset_dir: Path, tmp_path: Path) -> None:

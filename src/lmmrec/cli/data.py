@@ -21,6 +21,7 @@ data_app = typer.Typer(
     help="Build datasets from Amazon dumps or tables, attach item content to MMRec folders, "
     "download item images.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 console = Console()
 

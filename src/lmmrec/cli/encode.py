@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from lmmrec.data.dataset import Dataset
     from lmmrec.data.features import FeatureSet
 
-features_app = typer.Typer(help="List and export item feature sets.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="List and export item feature sets.", no_args_is_help=True, rich_markup_mode="markdown"
+)
 console = Console()
 
 DatasetOption = Annotated[str, typer.Option(help="'demo' or a dataset folder")]

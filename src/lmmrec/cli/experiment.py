@@ -14,6 +14,7 @@ from lmmrec.errors import ConfigError
 experiment_app = typer.Typer(
     help="Grids of datasets x encoders x paradigms x models x seeds, run and reported.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 console = Console()
 

@@ -25,8 +25,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
-dataset_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Inspect datasets.", no_args_is_help=True, rich_markup_mode="markdown"
+)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
@@ -71,9 +74,11 @@ def demo(
         typer.Option(help="comma-separated models (paradigms: VBPR, FREEDOM; zoo: all)"),
     ] = None,
 ) -> None:
-    """The three paradigms on the built-in demo shop: BPR, then VBPR and FREEDOM fed by frozen
-    MiniLM + EfficientNet features, by a dual encoder fine-tuned on the items, and by the dual
-    encoder trained end to end; prints test metrics and training time per row.
+    """The three paradigms on the built-in demo shop: frozen, fine-tuned and end-to-end.
+
+    BPR, then VBPR and FREEDOM fed by frozen MiniLM + EfficientNet features, by a dual encoder
+    fine-tuned on the items, and by the dual encoder trained end to end; prints test metrics and
+    training time per row.
 
     Runs the built-in experiment `demo` (learning rates chosen on validation; `lmmrec experiment
     report demo` reports it); finished runs are kept, so a repeat only prints. Features and the

@@ -24,9 +24,10 @@ def export(
         ),
     ] = None,
 ) -> None:
-    """Write a run's serving bundle: final vectors, raw id maps, seen items, catalogue, manifest,
-    and for content models (vbpr, freedom, bm3) the item encoder and content head that place
-    new items."""
+    """Write a run's serving bundle (vectors, id maps, seen items, catalogue, manifest).
+
+    For content models (vbpr, freedom, bm3) the bundle also holds the item encoder and content
+    head that place new items."""
     from lmmrec.serving import export_bundle, load_bundle
 
     path = export_bundle(run_dir, bundle, encoder=encoder)
@@ -70,8 +71,9 @@ def serve(
         int, typer.Option(min=1, help="largest write request body, in bytes")
     ] = 64 * 1024 * 1024,
 ) -> None:
-    """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs. Reads are open;
-    items added or updated with POST /items are journaled in the bundle folder."""
+    """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
+
+    Reads are open; items added or updated with POST /items are journaled in the bundle folder."""
     try:
         from lmmrec.serving.api import read_token
         from lmmrec.serving.api import serve as run_server
