@@ -53,7 +53,7 @@ from lmmrec.encoders.base import ItemEncoder, Strategy
 from lmmrec.encoders.features import PRESENT, CatalogBatches
 from lmmrec.encoders.objectives import contrastive_loss, retrieval_recall
 from lmmrec.encoders.towers import heads_only, stored_tower_vectors
-from lmmrec.errors import ConfigError, DataError, TrainingError
+from lmmrec.errors import ConfigError, DataError, TrainingError, validation_problems
 from lmmrec.io import hash_arrays
 from lmmrec.loop import (
     CheckpointSchedule,
@@ -138,16 +138,8 @@ def finetune_config(
     try:
         return FinetuneConfig(**values)
     except ValidationError as error:
-        unknown = [str(e["loc"][0]) for e in error.errors() if e["type"] == "extra_forbidden"]
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in error.errors()
-            if e["type"] != "extra_forbidden"
-        ]
-        if unknown:
-            known = ", ".join(FinetuneConfig.model_fields)
-            problems.insert(0, f"unknown keys {unknown} (known: {known})")
-        raise ConfigError(f"fine-tuning config: {'; '.join(problems)}") from None
+        problems = validation_problems(error, FinetuneConfig)
+        raise ConfigError(f"fine-tuning config: {problems}") from None
 
 
 @dataclass(frozen=True)

@@ -35,19 +35,16 @@ anywhere are errors that name the file, the key, the known keys and the closest 
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lmmrec.errors import ConfigError
+from lmmrec.errors import ConfigError, nested_model, unknown_name, validation_problems
 from lmmrec.evaluation.metrics import parse_metric
 from lmmrec.io import read_yaml
 
@@ -299,7 +296,7 @@ def load_experiment(
     try:
         spec = ExperimentSpec.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{where}: {_problems(error)}") from None
+        raise ConfigError(f"{where}: {validation_problems(error)}") from None
     experiment = Experiment(spec=spec, path=path, cells=[])
     experiment.cells = expand(spec, where)
     return experiment
@@ -344,7 +341,7 @@ def _check_keys(data: Any, model: type[BaseModel], where: str, loc: tuple[str, .
         if key not in model.model_fields:
             raise ConfigError(_unknown(where, ".".join((*loc, str(key))), str(key), known, "key"))
         annotation = model.model_fields[key].annotation
-        nested, mapping = _nested_model(annotation)
+        nested, mapping = nested_model(annotation)
         if nested is None:
             continue
         if mapping and isinstance(value, dict):
@@ -354,41 +351,8 @@ def _check_keys(data: Any, model: type[BaseModel], where: str, loc: tuple[str, .
             _check_keys(value, nested, where, (*loc, str(key)))
 
 
-def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
-    """``(Model, is_mapping)`` for annotations ``Model``, ``Model | None``, ``dict[str, Model]``."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _nested_model(arg)
-            if found[0] is not None:
-                return found
-        return None, False
-    if origin is dict:
-        inner = typing.get_args(annotation)[1]
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            return inner, True
-        return None, False
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, False
-    return None, False
-
-
 def _unknown(where: str, loc: str, name: str, known: list[str], what: str) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{where}: {loc}: unknown {what} {name!r}{hint}; known: {', '.join(known) or 'none'}"
-
-
-def _problems(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-        + (f" (got {e['input']!r})" if e["type"] not in ("missing",) and _short(e["input"]) else "")
-        for e in error.errors()
-    )
-
-
-def _short(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool)) and len(str(value)) <= 60
+    return f"{where}: {loc}: {unknown_name(name, known, what)}"
 
 
 def _grid_lists(value: Any) -> Any:
@@ -650,13 +614,9 @@ def _validate_cell(cell: Cell, where: str) -> None:
     try:
         RunConfig.model_validate(cell.config)
     except ValidationError as error:
-        hint = ""
-        if "paradigm" not in RunConfig.model_fields and cell.paradigm not in (None, "frozen"):
-            hint = (
-                f" (paradigm {cell.paradigm!r} needs a trainer that knows paradigms; this "
-                "lmmrec's run configuration has frozen features only)"
-            )
-        raise ConfigError(f"{where}: cell [{cell.label()}]: {_problems(error)}{hint}") from None
+        raise ConfigError(
+            f"{where}: cell [{cell.label()}]: {validation_problems(error, RunConfig)}"
+        ) from None
     try:
         registry.make_config(cell.model, cell.config["model_params"])
     except ConfigError as error:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lmmrec.errors import ConfigError
+from lmmrec.errors import ConfigError, validation_problems
 from lmmrec.models.base import ModelConfig, ModelInputs, Recommender
 
 _MODELS: dict[str, type[Recommender]] = {}
@@ -45,10 +45,8 @@ def make_config(name: str, params: dict[str, Any]) -> ModelConfig:
     try:
         return cls.config_class(**params)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        raise ConfigError(f"model {name!r}: {problems}") from None
+        problems = validation_problems(error, cls.config_class)
+        raise ConfigError(f"model {name!r}: {problems} (`lmmrec models` lists them)") from None
 
 
 def build(name: str, params: dict[str, Any], inputs: ModelInputs) -> Recommender:

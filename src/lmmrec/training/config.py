@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from lmmrec.errors import ConfigError
+from lmmrec.errors import ConfigError, validation_problems
 from lmmrec.evaluation.metrics import parse_metric
 from lmmrec.runtime import DeviceChoice, PrecisionChoice
 
@@ -242,20 +242,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def _problem(error: Any) -> str:
-    """One pydantic error as ``key: message`` (``message`` alone for whole-config checks)."""
-    message = str(error["msg"]).removeprefix("Value error, ")
-    where = ".".join(str(p) for p in error["loc"])
-    return f"{where}: {message}" if where else message
-
-
 def build_run_config(data: dict[str, Any], where: str) -> RunConfig:
     """Validate raw ``data`` (unknown keys and bad values are :class:`ConfigError`)."""
     try:
         return RunConfig(**data)
     except ValidationError as error:
-        problems = "; ".join(_problem(e) for e in error.errors())
-        raise ConfigError(f"{where}: {problems}") from None
+        raise ConfigError(f"{where}: {validation_problems(error, RunConfig)}") from None
 
 
 def load_run_config(path: Path | None = None, overrides: list[str] | None = None) -> RunConfig:
