@@ -52,6 +52,18 @@ def test_bad_overrides_are_clear_errors(overrides: list[str], message: str) -> N
         load_run_config(None, overrides)
 
 
+def test_a_bare_key_that_names_nothing_lists_settings_and_hyper_parameters() -> None:
+    """A mistyped training setting reached the model's check, which listed only its own keys."""
+    with pytest.raises(ConfigError) as caught:
+        load_run_config(None, ["model=bpr", "epoch=3"])
+    message = str(caught.value)
+    assert "unknown setting 'epoch' (did you mean 'epochs'?)" in message
+    assert all(f" {key}," in message for key in ("lr", "patience", "embedding_size"))
+    assert load_run_config(None, ["model=bpr", "reg_weight=0.5"]).model_params == {
+        "reg_weight": 0.5
+    }
+
+
 def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_run_config(tmp_path / "missing.yaml")

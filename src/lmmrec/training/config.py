@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from lmmrec.errors import ConfigError, validation_problems
+from lmmrec.errors import ConfigError, unknown_name, validation_problems
 from lmmrec.evaluation.metrics import parse_metric
 from lmmrec.runtime import DeviceChoice, PrecisionChoice
 
@@ -222,6 +222,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         data["encoder"] = dict(data.get("encoder") or {})
     run_keys = set(RunConfig.model_fields) - {"train", "model_params", "encoder"}
     train_keys = set(TrainConfig.model_fields)
+    bare_model_keys: list[str] = []
     for text in overrides:
         path, value = _parse_override(text)
         if len(path) == 1:
@@ -232,6 +233,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 data["train"][key] = value
             else:
                 data["model_params"][key] = value
+                bare_model_keys.append(key)
         elif len(path) == 2 and path[0] in SECTIONS:
             data[SECTIONS[path[0]]][path[1]] = value
         else:
@@ -239,7 +241,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 f"override key {'.'.join(path)!r} is not understood; "
                 "use KEY, train.KEY, model.KEY or encoder.KEY"
             )
+    _check_bare_keys(bare_model_keys, data.get("model"), sorted(run_keys | train_keys))
     return data
+
+
+def _check_bare_keys(keys: list[str], model: Any, settings: list[str]) -> None:
+    """A bare ``KEY=VALUE`` that is neither a run or training setting nor a hyper-parameter of
+    ``model`` is refused with all three sets of names (the model's own check would list only
+    its hyper-parameters, though the key may be a mistyped setting such as ``learning_rate``)."""
+    from lmmrec.models import registry
+
+    if not keys or not isinstance(model, str) or model.lower() not in registry.names():
+        return  # no model yet, or an unknown one: RunConfig's validation reports it
+    hyper = list(registry.get(model).config_class.model_fields)
+    for key in keys:
+        if key not in hyper:
+            raise ConfigError(
+                f"override {key}=...: {unknown_name(key, [*settings, *hyper], 'setting')} "
+                f"(a bare KEY is a run or training setting, or a hyper-parameter of {model})"
+            )
 
 
 def build_run_config(data: dict[str, Any], where: str) -> RunConfig:
