@@ -45,8 +45,9 @@ def make_config(name: str, params: dict[str, Any]) -> ModelConfig:
     try:
         return cls.config_class(**params)
     except ValidationError as error:
-        problems = validation_problems(error, cls.config_class)
-        raise ConfigError(f"model {name!r}: {problems} (`lmmrec models` lists them)") from None
+        raise ConfigError(
+            f"model {name!r}: {validation_problems(error, cls.config_class)}"
+        ) from None
 
 
 def build(name: str, params: dict[str, Any], inputs: ModelInputs) -> Recommender:
