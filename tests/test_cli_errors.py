@@ -113,3 +113,13 @@ def test_attach_items_that_match_nothing_is_one_error_line(tmp_path: Path) -> No
     (line,) = _stderr_lines(completed)
     assert line.startswith(f"error: {meta}: none of the 4 items of {folder}")
     assert "its ids look like Q1" in line
+
+
+def test_serving_a_folder_that_is_no_bundle_says_so_and_never_that_it_serves(
+    tmp_path: Path,
+) -> None:
+    completed = _lmmrec("serve", str(tmp_path))
+    assert completed.returncode == 1
+    (line,) = _stderr_lines(completed)
+    assert line.startswith(f"error: {tmp_path} is not a serving bundle (bundle.json is missing)")
+    assert "serving" not in completed.stdout

@@ -27,7 +27,7 @@ CONTENT_MODELS = [
 def _trained(name: str, params: dict[str, object], dataset: Dataset) -> torch.nn.Module:
     """The model after one seeded epoch of Adam, so that trainable feature tables have moved."""
     model = build_model(name, dataset, DIMS, {"embedding_size": 8, **params})
-    feats = random_features(dataset)
+    feats = random_features(dataset.n_items)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     for batch in batches(dataset):
         optimizer.zero_grad()
@@ -41,7 +41,7 @@ def test_new_item_vectors_score_like_the_catalogue_content(
     name: str, params: dict[str, object], tiny_dataset: Dataset
 ) -> None:
     model = _trained(name, params, tiny_dataset)
-    feats = random_features(tiny_dataset)
+    feats = random_features(tiny_dataset.n_items)
     assert supports_cold_start(model)
     with torch.no_grad():
         users, items = model.embed(feats)
@@ -61,7 +61,7 @@ def test_vbpr_content_vectors_are_its_score_without_the_id_factors(
     variant: str, tiny_dataset: Dataset
 ) -> None:
     model = _trained("vbpr", {"variant": variant}, tiny_dataset)
-    feats = random_features(tiny_dataset)
+    feats = random_features(tiny_dataset.n_items)
     with torch.no_grad():
         users, items = model.embed(feats)
         id_part = users[:, :8] @ model.item_factors.T  # gamma_u . gamma_i  [U, I]
@@ -76,7 +76,7 @@ def test_the_content_head_is_the_cold_start_map_alone(
     name: str, params: dict[str, object], tiny_dataset: Dataset
 ) -> None:
     model = _trained(name, params, tiny_dataset)
-    feats = random_features(tiny_dataset)
+    feats = random_features(tiny_dataset.n_items)
     head = content_head(model)
     # rebuilt from its plain tensors alone: no model, no training data
     rebuilt = ContentHead.from_tensors({k: v.clone() for k, v in head.tensors().items()})

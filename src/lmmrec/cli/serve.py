@@ -89,7 +89,6 @@ def serve(
         max_text_chars=max_text_chars,
         max_request_bytes=max_request_bytes,
     )
-    console.print(f"serving {bundle} on http://{host}:{port} (docs: /docs); Ctrl-C stops")
     run_server(
         bundle,
         host=host,
@@ -99,6 +98,7 @@ def serve(
         threads=threads,
         token=token,
         limits=limits,
+        announce=console.print,
     )
 
 

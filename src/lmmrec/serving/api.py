@@ -288,13 +288,15 @@ def serve(
     threads: int = 1,
     token: str | None = None,
     limits: WriteLimits | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> None:
     """Load the bundle folder and serve it with uvicorn until interrupted.
 
     ``threads`` caps the threads of torch, of the BLAS that computes the scores and of faiss,
     for the whole process (see the module doc). ``token``: what writes must send (default
     ``$LMMREC_SERVE_TOKEN``; none: writes are open). The bundle's encoder, when it has one, is
-    loaded here, so that the first write does not wait for it.
+    loaded here, so that the first write does not wait for it. ``announce`` receives one line
+    with the address once the bundle is loaded.
     """
     import logging
 
@@ -313,6 +315,8 @@ def serve(
     app = create_app(service, token=token)
     torch.set_num_threads(threads)
     threadpool_limits(limits=threads)  # numpy's OpenBLAS and every OpenMP runtime loaded
+    if announce is not None:
+        announce(f"serving {bundle} on http://{host}:{port} (docs: /docs); Ctrl-C stops")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
