@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from experiment_helpers import tiny_spec
+from experiment_helpers import FEATURES, tiny_spec
 
 import lmmrec.training
 import lmmrec.training.trainer as trainer_module
+from lmmrec.errors import ConfigError
 from lmmrec.experiments import experiment_status, load_experiment, run_experiment
 from lmmrec.experiments.report import select_points
-from lmmrec.experiments.runner import STATUS, Inputs, execute_run, plan
+from lmmrec.experiments.runner import STATUS, Inputs, execute_run, plan, run_id
 from lmmrec.io import read_json, write_json
 from lmmrec.training.config import TrainConfig
 
@@ -30,14 +31,35 @@ def test_runs_are_named_by_config_and_inputs(tiny_source: str, tmp_path: Path) -
     assert None not in ids and len(set(ids)) == len(ids) == 8
     assert ids == [run.run_id for run in plan(experiment)]  # stable
     assert all(run.run_dir == tmp_path / "runs" / run.run_id for run in runs)
-    # the same config on other data is another run
+    # the same data at another path is the same run; the same config on other data is another
     other = planted_copy(tiny_source, tmp_path / "other")
-    moved = load_experiment(tiny_spec(other, tmp_path))
-    assert {r.inputs["dataset"] for r in plan(moved)} == {runs[0].inputs["dataset"]}
+    moved = plan(load_experiment(tiny_spec(other, tmp_path)))
+    assert {r.inputs["dataset"] for r in moved} == {runs[0].inputs["dataset"]}
+    assert [run.run_id for run in moved] == ids
     changed = dict(runs[0].inputs, dataset="0" * 16)
-    from lmmrec.experiments.runner import run_id
-
     assert run_id(runs[0].cell, changed) != runs[0].run_id
+
+
+def test_runs_named_with_the_dataset_path_are_found_under_that_name(
+    tiny_source: str, tmp_path: Path
+) -> None:
+    experiment = load_experiment(tiny_spec(tiny_source, tmp_path))
+    first = plan(experiment)[0]
+    legacy = run_id(first.cell, first.inputs, with_dataset_path=True)
+    assert legacy != first.run_id
+    (tmp_path / "runs" / legacy).mkdir(parents=True)
+    assert plan(experiment)[0].run_dir == tmp_path / "runs" / legacy
+    (tmp_path / "runs" / first.run_id).mkdir()  # a run under today's name wins
+    assert plan(experiment)[0].run_dir == tmp_path / "runs" / first.run_id
+
+
+def test_two_cells_that_are_one_run_are_refused(tiny_source: str, tmp_path: Path) -> None:
+    encoders = {"a": {"features": FEATURES}, "b": {"features": FEATURES}}
+    experiment = load_experiment(tiny_spec(tiny_source, tmp_path, encoders=encoders))
+    with pytest.raises(
+        ConfigError, match=r"cells \[tiny vbpr a .*\] and \[tiny vbpr b .*\] are the same run"
+    ):
+        plan(experiment)
 
 
 def planted_copy(source: str, target: Path) -> str:

@@ -13,6 +13,7 @@ from lmmrec.errors import ConfigError, TrainingError
 from lmmrec.io import read_json
 from lmmrec.training import RunConfig, TrainConfig, Trainer, evaluate_run, train
 from lmmrec.training.run import build_model
+from planted import planted_dataset
 
 
 def _config(tmp_path: Path, **train: object) -> RunConfig:
@@ -154,6 +155,21 @@ def test_resume_refuses_a_different_configuration(tiny_dataset: Dataset, tmp_pat
     assert (
         train(_config(tmp_path, epochs=2), dataset=tiny_dataset, resume=False).fit.epochs_run == 2
     )
+
+
+def test_resume_compares_the_data_by_content_not_by_path(
+    tiny_dataset: Dataset, tmp_path: Path
+) -> None:
+    """A dataset folder that moved resumes its run; data changed in place does not."""
+    first = _config(tmp_path, epochs=1).model_copy(update={"dataset": "/data/shop"})
+    train(first, dataset=tiny_dataset)
+    moved = first.model_copy(update={"dataset": "/elsewhere/shop"})
+    result = train(moved, dataset=tiny_dataset)
+    assert read_json(result.run_dir / "config.json")["dataset"] == "/elsewhere/shop"
+    changed = planted_dataset(seed=1)
+    assert changed.content_hash() != tiny_dataset.content_hash()
+    with pytest.raises(ConfigError, match="holds a run on other data"):
+        train(moved, dataset=changed)
 
 
 def test_nan_loss_stops_with_a_clear_error(

@@ -2,8 +2,12 @@
 
 Each cell's run directory is ``<output_dir>/runs/<model>-<hash>``, where the hash covers the
 cell's resolved run configuration (model defaults filled in) and the content hashes of its
-inputs (the dataset's split interactions, the feature set's vectors), so two grid points never
-share a directory and a finished run is recognised whatever order the grid is in. Next to what
+inputs (the dataset's split interactions, the feature set's vectors), but not where the dataset
+lives: two grid points never share a directory, a finished run is recognised whatever order the
+grid is in, and a dataset folder moved or given by another path (``--var``) keeps its runs.
+Runs named before the path left the hash (it named the dataset as given) are found under their
+old names. Two cells that would be the same run (two encoders naming one feature set, two
+datasets holding the same data) are refused before anything runs. Next to what
 :func:`lmmrec.training.train` writes there, the runner keeps ``status.json`` (``running``,
 ``done``, ``failed`` or ``interrupted``, with a failed run's one-line error; the traceback goes to
 ``error.txt``). ``<output_dir>/results.parquet`` holds one row per cell with its resolved
@@ -122,9 +126,16 @@ def resolved_config(cell: Cell | dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def run_id(cell: Cell, inputs: dict[str, str]) -> str:
-    """``<model>-<12 hex>``: the hash of the resolved configuration and the inputs' hashes."""
-    payload = json.dumps({"config": resolved_config(cell), "inputs": inputs}, sort_keys=True)
+def run_id(cell: Cell, inputs: dict[str, str], *, with_dataset_path: bool = False) -> str:
+    """``<model>-<12 hex>``: the hash of the resolved configuration and the inputs' hashes.
+
+    The dataset's path is left out (``inputs["dataset"]`` is its content hash);
+    ``with_dataset_path=True`` gives the name runs had before, which kept it.
+    """
+    config = resolved_config(cell)
+    if not with_dataset_path:
+        config.pop("dataset", None)
+    payload = json.dumps({"config": config, "inputs": inputs}, sort_keys=True)
     return f"{cell.model}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
@@ -160,9 +171,27 @@ def plan(experiment: Experiment, inputs: Inputs | None = None) -> list[PlannedRu
                 continue
             run.inputs["features"] = digest
         run.run_id = run_id(cell, run.inputs)
+        legacy = run_id(cell, run.inputs, with_dataset_path=True)
+        if not (runs_dir / run.run_id).exists() and (runs_dir / legacy).exists():
+            run.run_id = legacy
         run.run_dir = runs_dir / run.run_id
         planned.append(run)
+    _refuse_duplicates(planned)
     return planned
+
+
+def _refuse_duplicates(runs: list[PlannedRun]) -> None:
+    """Two cells with one run name would train into one directory: refuse them, named."""
+    seen: dict[str, Cell] = {}
+    for run in runs:
+        if run.run_id is None:
+            continue
+        first = seen.setdefault(run.run_id, run.cell)
+        if first is not run.cell:
+            raise ConfigError(
+                f"cells [{first.label()}] and [{run.cell.label()}] are the same run (the same "
+                "configuration on the same data and features); drop one of them from the file"
+            )
 
 
 def prepare_features(

@@ -151,11 +151,8 @@ def train(
     resolved = config.model_copy(update={"model_params": step.recommender.config.model_dump()})
     run_dir = run_directory(resolved, dataset)
     previous = run_dir / CONFIG
-    if resume and previous.is_file() and read_json(previous) != resolved.model_dump(mode="json"):
-        raise ConfigError(
-            f"{run_dir} holds a run with a different configuration; pick another name=..., "
-            "or start over with --no-resume"
-        )
+    if resume and previous.is_file():
+        _check_same_run(run_dir, read_json(previous), resolved.model_dump(mode="json"), dataset)
     if not resume:
         for name in (CHECKPOINT, BEST, METRICS):
             (run_dir / name).unlink(missing_ok=True)
@@ -164,6 +161,31 @@ def train(
     trainer = Trainer(step, dataset, resolved.train, run_dir, callbacks)
     write_json(run_dir / PROVENANCE, _provenance(dataset, trainer))
     return RunResult(run_dir=run_dir, config=resolved, fit=trainer.fit(resume=resume))
+
+
+def _check_same_run(
+    run_dir: Path, stored: dict[str, Any], config: dict[str, Any], dataset: Dataset
+) -> None:
+    """Refuse to resume ``run_dir`` with another configuration or on other data.
+
+    The data are compared by content (``run.json``'s dataset hash), so a dataset folder that
+    moved resumes its runs, and one changed in place does not; a run directory without that
+    record must name the same dataset path.
+    """
+    recorded = run_dir / PROVENANCE
+    stored_hash = read_json(recorded).get("dataset_hash") if recorded.is_file() else None
+    if stored_hash is not None and stored_hash != dataset.content_hash():
+        raise ConfigError(
+            f"{run_dir} holds a run on other data (dataset {config['dataset']} has changed "
+            "since it started); pick another name=..., or start over with --no-resume"
+        )
+    if stored_hash is not None:
+        stored, config = {**stored, "dataset": None}, {**config, "dataset": None}
+    if stored != config:
+        raise ConfigError(
+            f"{run_dir} holds a run with a different configuration; pick another name=..., "
+            "or start over with --no-resume"
+        )
 
 
 def load_run(run_dir: Path) -> tuple[RunConfig, Dataset, Trainer]:
