@@ -132,11 +132,17 @@ def run_id(cell: Cell, inputs: dict[str, str], *, with_dataset_path: bool = Fals
     The dataset's path is left out (``inputs["dataset"]`` is its content hash);
     ``with_dataset_path=True`` gives the name runs had before, which kept it.
     """
-    config = resolved_config(cell)
+    return _hashed_name(cell.model, resolved_config(cell), inputs, with_dataset_path)
+
+
+def _hashed_name(
+    model: str, config: dict[str, Any], inputs: dict[str, str], with_dataset_path: bool
+) -> str:
+    """:func:`run_id` from the cell's resolved configuration (computed once for both names)."""
     if not with_dataset_path:
-        config.pop("dataset", None)
+        config = {key: value for key, value in config.items() if key != "dataset"}
     payload = json.dumps({"config": config, "inputs": inputs}, sort_keys=True)
-    return f"{cell.model}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+    return f"{model}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
 def plan(experiment: Experiment, inputs: Inputs | None = None) -> list[PlannedRun]:
@@ -170,8 +176,9 @@ def plan(experiment: Experiment, inputs: Inputs | None = None) -> list[PlannedRu
                 planned.append(run)
                 continue
             run.inputs["features"] = digest
-        run.run_id = run_id(cell, run.inputs)
-        legacy = run_id(cell, run.inputs, with_dataset_path=True)
+        config = resolved_config(cell)
+        run.run_id = _hashed_name(cell.model, config, run.inputs, with_dataset_path=False)
+        legacy = _hashed_name(cell.model, config, run.inputs, with_dataset_path=True)
         if not (runs_dir / run.run_id).exists() and (runs_dir / legacy).exists():
             run.run_id = legacy
         run.run_dir = runs_dir / run.run_id
