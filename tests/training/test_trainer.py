@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lmmrec.data.dataset import Dataset
+from lmmrec.data.features import FeatureSet
 from lmmrec.errors import ConfigError, TrainingError
 from lmmrec.io import read_json
 from lmmrec.training import RunConfig, TrainConfig, Trainer, evaluate_run, train
@@ -170,6 +171,28 @@ def test_resume_compares_the_data_by_content_not_by_path(
     assert changed.content_hash() != tiny_dataset.content_hash()
     with pytest.raises(ConfigError, match="holds a run on other data"):
         train(moved, dataset=changed)
+
+
+def test_resume_refuses_a_feature_set_re_extracted_in_place(
+    tiny_dataset: Dataset, tmp_path: Path
+) -> None:
+    """Same name, same configuration, other vectors: the run is not continued on them."""
+    rng = np.random.default_rng(0)
+    tiny_dataset.add_feature_set(
+        FeatureSet("tiny", {"v": rng.random((tiny_dataset.n_items, 8), dtype=np.float32)})
+    )
+    config = _config(tmp_path, epochs=1).model_copy(
+        update={"model": "vbpr", "model_params": {}, "features": "tiny"}
+    )
+    first = train(config, dataset=tiny_dataset)
+    recorded = read_json(first.run_dir / "run.json")["features_hash"]
+    assert recorded == tiny_dataset.feature_set("tiny").content_hash()
+    assert train(config, dataset=tiny_dataset).fit.epochs_run == 1  # unchanged: it resumes
+    tiny_dataset.add_feature_set(
+        FeatureSet("tiny", {"v": rng.random((tiny_dataset.n_items, 8), dtype=np.float32)})
+    )
+    with pytest.raises(ConfigError, match="re-extracted since it started"):
+        train(config, dataset=tiny_dataset)
 
 
 def test_nan_loss_stops_with_a_clear_error(

@@ -152,40 +152,53 @@ def train(
     run_dir = run_directory(resolved, dataset)
     previous = run_dir / CONFIG
     if resume and previous.is_file():
-        _check_same_run(run_dir, read_json(previous), resolved.model_dump(mode="json"), dataset)
+        _check_same_run(run_dir, read_json(previous), resolved, dataset)
     if not resume:
         for name in (CHECKPOINT, BEST, METRICS):
             (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(previous, resolved.model_dump(mode="json"))
     trainer = Trainer(step, dataset, resolved.train, run_dir, callbacks)
-    write_json(run_dir / PROVENANCE, _provenance(dataset, trainer))
+    write_json(run_dir / PROVENANCE, _provenance(dataset, trainer, resolved))
     return RunResult(run_dir=run_dir, config=resolved, fit=trainer.fit(resume=resume))
 
 
 def _check_same_run(
-    run_dir: Path, stored: dict[str, Any], config: dict[str, Any], dataset: Dataset
+    run_dir: Path, stored: dict[str, Any], run: RunConfig, dataset: Dataset
 ) -> None:
     """Refuse to resume ``run_dir`` with another configuration or on other data.
 
-    The data are compared by content (``run.json``'s dataset hash), so a dataset folder that
-    moved resumes its runs, and one changed in place does not; a run directory without that
-    record must name the same dataset path.
+    The data are compared by content (``run.json``'s hashes of the interactions and of the
+    stored feature set), so a dataset folder that moved resumes its runs, and one changed in
+    place (new interactions, or the feature set re-extracted under its name) does not; a run
+    directory without that record must name the same dataset path.
     """
-    recorded = run_dir / PROVENANCE
-    stored_hash = read_json(recorded).get("dataset_hash") if recorded.is_file() else None
+    config = run.model_dump(mode="json")
+    recorded = read_json(run_dir / PROVENANCE) if (run_dir / PROVENANCE).is_file() else {}
+    stored_hash = recorded.get("dataset_hash")
+    fix = "pick another name=..., or start over with --no-resume"
     if stored_hash is not None and stored_hash != dataset.content_hash():
         raise ConfigError(
             f"{run_dir} holds a run on other data (dataset {config['dataset']} has changed "
-            "since it started); pick another name=..., or start over with --no-resume"
+            f"since it started); {fix}"
+        )
+    stored_features = recorded.get("features_hash")
+    if stored_features is not None and stored_features != _features_hash(dataset, run):
+        raise ConfigError(
+            f"{run_dir} holds a run on other features (feature set {run.features!r} of "
+            f"{config['dataset']} has been re-extracted since it started); {fix}"
         )
     if stored_hash is not None:
         stored, config = {**stored, "dataset": None}, {**config, "dataset": None}
     if stored != config:
-        raise ConfigError(
-            f"{run_dir} holds a run with a different configuration; pick another name=..., "
-            "or start over with --no-resume"
-        )
+        raise ConfigError(f"{run_dir} holds a run with a different configuration; {fix}")
+
+
+def _features_hash(dataset: Dataset, run: RunConfig) -> str | None:
+    """The content hash of the stored feature set the run reads (``None`` when it reads none)."""
+    if run.features is None or run.paradigm == "end2end" or run.features not in dataset.features:
+        return None
+    return dataset.feature_set(run.features).content_hash()
 
 
 def load_run(run_dir: Path) -> tuple[RunConfig, Dataset, Trainer]:
@@ -207,12 +220,13 @@ def evaluate_run(
     return {split: trainer.evaluate(split) for split in splits}
 
 
-def _provenance(dataset: Dataset, trainer: Trainer) -> dict[str, Any]:
+def _provenance(dataset: Dataset, trainer: Trainer, run: RunConfig) -> dict[str, Any]:
     return {
         "lmmrec": lmmrec.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "dataset_hash": dataset.content_hash(),
+        "features_hash": _features_hash(dataset, run),
         "dataset": {k: v for k, v in dataset.statistics().items() if k != "feature_sets"},
         "device": str(trainer.runtime.device),
         "precision": trainer.runtime.precision,
