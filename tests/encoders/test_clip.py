@@ -74,3 +74,5 @@ def test_unloadable_sources_raise_config_errors(tmp_path: Path) -> None:
         encoders.build(f"clip:{tmp_path}")  # empty folder
     with pytest.raises(ConfigError, match="cannot load CLIP"):
         encoders.build("clip:nobody/no-such-clip")  # hub id, offline and not cached
+    with pytest.raises(ConfigError, match="'/no/such/folder': no such folder; give a local"):
+        encoders.build("clip:/no/such/folder")

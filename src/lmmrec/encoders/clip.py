@@ -50,16 +50,18 @@ class CLIPEncoder(ItemEncoder):
         from transformers import AutoImageProcessor, CLIPModel, CLIPTokenizer
 
         folder = Path(source).expanduser()
+        fix = (
+            "give a local folder saved with CLIPModel.save_pretrained and the tokenizer's "
+            "save_pretrained (offline, hub ids only work if already cached)"
+        )
+        if source.startswith(("/", ".", "~")) and not folder.is_dir():
+            raise ConfigError(f"cannot load CLIP from {source!r}: no such folder; {fix}")
         try:
             with quiet_loading():
                 self.model = CLIPModel.from_pretrained(str(folder) if folder.is_dir() else source)
             tokenizer = CLIPTokenizer.from_pretrained(str(folder) if folder.is_dir() else source)
         except (OSError, ValueError) as error:
-            raise ConfigError(
-                f"cannot load CLIP from {source!r} ({error}); give a local folder saved with "
-                "CLIPModel.save_pretrained and the tokenizer's save_pretrained (offline, hub ids "
-                "only work if already cached)"
-            ) from None
+            raise ConfigError(f"cannot load CLIP from {source!r} ({error}); {fix}") from None
         size = int(self.model.config.vision_config.image_size)
         if (folder / "preprocessor_config.json").is_file():
             transform = ImageTransform.from_hf(
