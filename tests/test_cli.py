@@ -59,6 +59,12 @@ def test_train_then_evaluate(dataset_dir: Path, tmp_path: Path) -> None:
     evaluated = runner.invoke(app, ["evaluate", str(run_dir)])
     assert evaluated.exit_code == 0, evaluated.output
     assert f"{metrics['test']['recall@20']:.4f}" in evaluated.output
+    pools = runner.invoke(app, ["evaluate", str(run_dir), "--pools"])
+    assert pools.exit_code == 0, pools.output
+    # every item of the planted data has training interactions: warm is all, no cold rows
+    assert "test all" in pools.output and "test warm" in pools.output
+    assert "test cold" not in pools.output
+    assert pools.output.count(f"{metrics['test']['recall@20']:.4f}") == 2
 
 
 def test_models_lists_the_registry() -> None:

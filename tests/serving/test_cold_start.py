@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from lmmrec.data.dataset import Dataset
+from lmmrec.models.cold_start import content_head, content_item_vectors, supports_cold_start
 from lmmrec.models.content_head import ContentHead
-from lmmrec.serving.cold_start import content_head, content_item_vectors, supports_cold_start
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
 from model_helpers import DIMS, batches, build_model, random_features

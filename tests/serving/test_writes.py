@@ -17,10 +17,10 @@ from content_fixtures import COLOURS, ENCODER, png_bytes
 from PIL import Image
 
 from lmmrec.encoders import ItemBatch, build
+from lmmrec.models.cold_start import content_item_vectors
 from lmmrec.serving.background import BackgroundServer
 from lmmrec.serving.bundle import Bundle
 from lmmrec.serving.client import Client, item_content
-from lmmrec.serving.cold_start import content_item_vectors
 from lmmrec.serving.content import CONTENT, HEAD
 from lmmrec.serving.content import ENCODER as ENCODER_DIR
 from lmmrec.serving.journal import UPDATES

@@ -41,13 +41,21 @@ console = Console()
 REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
 
-def _metrics_table(title: str, rows: list[tuple[str, dict[str, float], list[str]]]) -> Table:
-    table = Table(title=title, caption="R@K: Recall@K, N@K: NDCG@K")
+TRAINING_COLUMNS = ("epochs", "best epoch", "seconds")
+
+
+def _metrics_table(
+    title: str,
+    rows: list[tuple[str, dict[str, float], list[str]]],
+    columns: tuple[str, ...] = (),
+    caption: str = "R@K: Recall@K, N@K: NDCG@K",
+) -> Table:
+    """Rows of ``(label, metrics, cells)``; ``cells`` fill the extra ``columns``."""
+    table = Table(title=title, caption=caption)
     table.add_column("", no_wrap=True)
     for metric in REPORTED:  # recall@20 -> R@20: the table fits an 80-column terminal
         table.add_column(f"{metric[0].upper()}@{metric.split('@')[1]}", justify="right")
-    extra = rows[0][2] if rows else []
-    for name in ("epochs", "best epoch", "seconds")[: len(extra)]:
+    for name in columns:
         table.add_column(name, justify="right")
     for label, metrics, cells in rows:
         table.add_row(label, *(f"{metrics[m]:.4f}" for m in REPORTED), *cells)
@@ -103,7 +111,7 @@ def demo(
             (row.model, row.test, [str(row.epochs), str(row.best_epoch), f"{row.seconds:.1f}"])
             for row in rows
         ]
-        console.print(_metrics_table(title, table_rows))
+        console.print(_metrics_table(title, table_rows, TRAINING_COLUMNS))
     else:
         picked = tuple(m for m in shop.PARADIGM_MODELS if chosen is None or m in chosen)
         experiment = shop.demo_experiment(output, picked or shop.PARADIGM_MODELS, epochs)
@@ -202,18 +210,48 @@ def train(
                     [str(fit.epochs_run), str(fit.best_epoch), f"{fit.seconds:.1f}"],
                 )
             ],
+            TRAINING_COLUMNS,
         )
     )
     console.print(f"run directory: {result.run_dir}")
 
 
 @app.command()
-def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+    pools: Annotated[
+        bool,
+        typer.Option(
+            help="item cold-start evaluation: rank warm and cold items (those without training "
+            "interactions) each in a pool of its own, cold items also placed from their content"
+        ),
+    ] = False,
+) -> None:
     """Re-evaluate a run's best checkpoint on the validation and test splits."""
-    from lmmrec.training import evaluate_run
+    from lmmrec.training import evaluate_run, evaluate_run_pools
 
-    results = evaluate_run(run_dir)
-    console.print(_metrics_table(str(run_dir), [(s, m, []) for s, m in results.items()]))
+    if not pools:
+        results = evaluate_run(run_dir)
+        console.print(_metrics_table(str(run_dir), [(s, m, []) for s, m in results.items()]))
+        return
+    rows = [
+        (
+            f"{split} {r.pool}" + (" (content)" if r.scored_by == "content" else ""),
+            r.metrics,
+            [str(r.n_items), str(r.n_users)],
+        )
+        for split, results in evaluate_run_pools(run_dir).items()
+        for r in results
+    ]
+    console.print(
+        _metrics_table(
+            f"{run_dir}: candidate pools",
+            rows,
+            ("items", "users"),
+            "R@K: Recall@K, N@K: NDCG@K; warm / cold: items with / without training interactions, "
+            "each ranked among its pool; (content): cold items placed from their content alone",
+        )
+    )
 
 
 @app.command()

@@ -202,7 +202,7 @@ def content_of_run(
         ConfigError: the run's features name an encoder that cannot be found or rebuilt as it
             was (weights hash or preprocessing differ).
     """
-    from lmmrec.serving.cold_start import content_head
+    from lmmrec.models.cold_start import content_head
 
     head = content_head(trainer.model)
     if head is None:

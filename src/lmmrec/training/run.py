@@ -20,6 +20,7 @@ from lmmrec.data.dataset import Dataset
 from lmmrec.data.loading import load_dataset
 from lmmrec.encoders.saved import load_encoder
 from lmmrec.errors import ConfigError, FeatureError
+from lmmrec.evaluation.pools import PoolResult
 from lmmrec.io import read_json, write_json
 from lmmrec.models import registry
 from lmmrec.models.base import ItemFeatures, ModelInputs, Recommender
@@ -218,6 +219,14 @@ def evaluate_run(
     """Re-evaluate a run's best checkpoint; ``{split: {metric@K: value}}``."""
     _, _, trainer = load_run(run_dir)
     return {split: trainer.evaluate(split) for split in splits}
+
+
+def evaluate_run_pools(
+    run_dir: Path, splits: tuple[str, ...] = ("valid", "test")
+) -> dict[str, list[PoolResult]]:
+    """Item cold-start evaluation of a run's best checkpoint (:meth:`Trainer.evaluate_pools`)."""
+    _, _, trainer = load_run(run_dir)
+    return {split: trainer.evaluate_pools(split) for split in splits}
 
 
 def _provenance(dataset: Dataset, trainer: Trainer, run: RunConfig) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import NegativeSampler
 from lmmrec.errors import TrainingError
 from lmmrec.evaluation.evaluator import Evaluator
+from lmmrec.evaluation.pools import PoolResult, cold_items, evaluate_pools
 from lmmrec.io import atomic_path, read_json, write_json
 from lmmrec.loop import (
     CheckpointSchedule,
@@ -47,7 +48,8 @@ from lmmrec.loop import (
     rng_states,
     save_checkpoint,
 )
-from lmmrec.models.base import Recommender
+from lmmrec.models.base import ItemFeatures, Recommender
+from lmmrec.models.cold_start import content_item_vectors
 from lmmrec.runtime import Runtime, release_freed_memory
 from lmmrec.training.config import TrainConfig
 from lmmrec.training.sources import StepModule, StoredFeatures
@@ -121,14 +123,14 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, [self._lr_factor(g.get("warmup_epochs", 0)) for g in groups]
         )
-        evaluator_args = {
+        self._evaluator_args = {
             "ks": config.ks,
             "batch_size": config.eval_batch_size,
             "device": self.runtime.device,
         }
-        self.valid_evaluator = Evaluator(dataset, "valid", **evaluator_args)
+        self.valid_evaluator = Evaluator(dataset, "valid", **self._evaluator_args)
         self.test_evaluator = Evaluator(
-            dataset, "test", mask_valid_at_test=config.mask_valid_at_test, **evaluator_args
+            dataset, "test", mask_valid_at_test=config.mask_valid_at_test, **self._evaluator_args
         )
         self.rng = np.random.default_rng(config.seed)
         self.state = LoopState()
@@ -158,13 +160,43 @@ class Trainer:
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The recommender's final user and item vectors ``([U, D], [I, D])``, computed once
         from the step module's current item features, without gradients."""
-        self.step_module.eval()
-        with torch.no_grad(), self.runtime.autocast():
-            item_feats = self.step_module.item_features()
+        item_feats = self._evaluation_features()
         with torch.inference_mode(), self.runtime.autocast():
             users, items = self.model.embed(item_feats)
         self.step_module.train()
         return users.detach().float(), items.detach().float()  # BPR's embed is its parameters
+
+    def _evaluation_features(self) -> ItemFeatures:
+        """Every item's features as the step module gives them now (left in eval mode)."""
+        self.step_module.eval()
+        with torch.no_grad(), self.runtime.autocast():
+            return self.step_module.item_features()
+
+    def evaluate_pools(self, split: str = "test") -> list[PoolResult]:
+        """Item cold-start evaluation of the model as it is now: ``split`` ranked in the pools
+        of all, warm and cold items, cold items also placed from their content alone when the
+        model can (:mod:`lmmrec.evaluation.pools`)."""
+        users, items = self.embed()
+        cold = torch.from_numpy(cold_items(self.dataset))
+        content = None
+        if cold.any():
+            item_feats = self._evaluation_features()
+            self.step_module.train()
+            cold_rows = cold.to(self.runtime.device)
+            content = content_item_vectors(
+                self.model, {m: f[cold_rows].float() for m, f in item_feats.items()}
+            )
+        results = evaluate_pools(
+            self.dataset,
+            split,
+            users,
+            items,
+            content,
+            mask_valid_at_test=split == "test" and self.config.mask_valid_at_test,
+            **self._evaluator_args,
+        )
+        release_freed_memory()
+        return results
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Metrics of the model as it is now on ``split`` (``"valid"`` or ``"test"``)."""
