@@ -9,7 +9,7 @@ import numpy as np
 
 from lmmrec.data.catalog import ItemCatalog
 from lmmrec.data.dataset import Dataset
-from lmmrec.data.splits import random_split
+from lmmrec.data.splits import TRAIN, VALID, random_split
 
 
 def planted_dataset(
@@ -72,3 +72,15 @@ def planted_content(
     dataset.catalog = ItemCatalog(texts=texts, images=images, root=folder)
     dataset.save(folder)
     return Dataset.load(folder)
+
+
+def with_cold_items(dataset: Dataset, cold: Sequence[int], to: int = VALID) -> Dataset:
+    """``dataset`` with every training interaction of the ``cold`` items moved to split ``to``
+    (``VALID`` or ``TEST``): items without training interactions, as new items are."""
+    frame = dataset.interaction_frame()
+    labels = frame["split"].to_numpy().copy()
+    labels[np.isin(frame["item"].to_numpy(), cold) & (labels == TRAIN)] = to
+    users, items = frame["user"].to_numpy(), frame["item"].to_numpy()
+    return Dataset.from_interactions(
+        users, items, labels, name=f"{dataset.name}-cold", where="planted fixture"
+    )

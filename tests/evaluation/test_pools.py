@@ -19,6 +19,7 @@ from lmmrec.evaluation.pools import cold_items, evaluate_pools
 from lmmrec.models.cold_start import content_item_vectors
 from lmmrec.training import RunConfig, TrainConfig, evaluate_run_pools, train
 from lmmrec.training.run import load_run
+from planted import with_cold_items
 
 
 def _two_users() -> Dataset:
@@ -81,12 +82,9 @@ def test_bad_pools_are_clear_errors(tiny_dataset: Dataset) -> None:
 
 
 def _with_cold_items(dataset: Dataset, cold: list[int]) -> Dataset:
-    """``dataset`` with every training interaction of the ``cold`` items moved to validation."""
-    frame = dataset.interaction_frame()
-    labels = frame["split"].to_numpy().copy()
-    labels[np.isin(frame["item"].to_numpy(), cold) & (labels == TRAIN)] = VALID
-    users, items = frame["user"].to_numpy(), frame["item"].to_numpy()
-    moved = Dataset.from_interactions(users, items, labels, name="cold", where="test")
+    """``dataset`` with the ``cold`` items' training interactions moved to validation, and a
+    random feature set ``f``."""
+    moved = with_cold_items(dataset, cold)
     rng = np.random.default_rng(0)
     moved.add_feature_set(FeatureSet("f", {"v": rng.random((moved.n_items, 6), dtype=np.float32)}))
     return moved

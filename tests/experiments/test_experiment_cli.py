@@ -41,6 +41,10 @@ def test_dry_run_then_run_status_and_report(tiny_source: str, tmp_path: Path) ->
     result = runner.invoke(app, ["experiment", "report", str(path), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "report.html").is_file() and "R@20" in result.output
+    # the planted data has no cold items: the report says so instead of a cold-start table
+    result = runner.invoke(app, ["experiment", "report", str(path), "--pools"])
+    assert result.exit_code == 0, result.output
+    assert "no test interaction is with a cold item" in result.output
 
 
 def test_status_shows_a_failed_runs_error(tiny_source: str, tmp_path: Path) -> None:

@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from experiment_helpers import tiny_spec
+from experiment_helpers import FEATURES, tiny_spec
 
+from lmmrec.data.features import FeatureSet
+from lmmrec.data.splits import TEST
 from lmmrec.experiments import load_experiment, run_experiment
 from lmmrec.experiments.report import TEST_USERS, build_report, to_latex, write_report
+from planted import planted_dataset, with_cold_items
 
 pytest.importorskip("matplotlib")
 METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
@@ -117,3 +120,60 @@ def test_report_without_per_user_metrics_says_so(finished: tuple, tmp_path: Path
     assert report.tables[0].comparisons["t.p"].isna().all()
     assert any("not tested" in note for note in report.notes)
     assert "†" not in to_latex(report)
+
+
+@pytest.fixture(scope="module")
+def with_new_items(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """BPR and VBPR, one seed each, on planted data whose items 0, 5 and 10 are new (their
+    training interactions moved to test)."""
+    root = tmp_path_factory.mktemp("cold")
+    dataset = with_cold_items(planted_dataset(), [0, 5, 10], to=TEST)
+    rng = np.random.default_rng(0)
+    features = {"image": rng.normal(size=(dataset.n_items, 8)).astype(np.float32)}
+    dataset.add_feature_set(FeatureSet(FEATURES, features))
+    dataset.save(root / "data")
+    spec = tiny_spec(str(root / "data"), root / "experiment", seeds=[1])
+    spec["models"] = {name: {"params": {"embedding_size": 8}} for name in ("bpr", "vbpr")}
+    assert run_experiment(spec, progress=False).counts()["done"] == 2
+    return load_experiment(spec), root
+
+
+def test_report_pools_table_from_cached_cold_start_evaluations(
+    with_new_items: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiment, _ = with_new_items
+    report = build_report(experiment, plots=False, pools=True)
+    (table,) = report.tables
+    pools = table.pools
+    assert pools is not None and list(pools["model"]) == ["bpr", "vbpr"]
+    assert (pools["items.cold"] == 3).all() and (pools["items.warm"] == 37).all()
+    bpr, vbpr = pools.iloc[0], pools.iloc[1]
+    assert np.isnan(bpr["cold, from content"]) and 0 <= vbpr["cold, from content"] <= 1
+    # the all column is the run's own test metric
+    assert bpr["all"] == pytest.approx(table.rows.iloc[0]["recall@20.mean"])
+    for run_dir in table.rows["run_dirs"].sum():
+        assert (Path(run_dir) / "pools.json").is_file()
+
+    def no_reload(run_dir: Path) -> None:
+        raise AssertionError(f"{run_dir} evaluated again")
+
+    monkeypatch.setattr("lmmrec.training.run.load_run", no_reload)
+    again = build_report(experiment, plots=False, pools=True)
+    pd.testing.assert_frame_equal(again.tables[0].pools, pools)
+    paths = write_report(again, tmp_path)
+    markdown = paths["md"].read_text()
+    assert "| model | encoder | paradigm | all (40 items) | warm (37 items) | cold (3 items) |" in (
+        markdown
+    )
+    assert "item cold start" in markdown
+    page = _Page()
+    page.feed(paths["html"].read_text())
+    assert page.tables >= 3  # results, significance, pools
+    assert paths["tex"].read_text().count("\\begin{table}") == 2
+
+
+def test_report_pools_without_cold_items_says_so(finished: tuple) -> None:
+    experiment, _ = finished
+    report = build_report(experiment, plots=False, pools=True)
+    assert report.tables[0].pools is None
+    assert any("no test interaction is with a cold item" in note for note in report.notes)

@@ -128,28 +128,29 @@ def report(
     ] = None,
     var: VarOption = None,
     alpha: Annotated[float, typer.Option(help="significance level after Holm's correction")] = 0.05,
+    pools: Annotated[
+        bool,
+        typer.Option(
+            help="add item cold-start tables: warm and cold items (those without training "
+            "interactions) ranked apart, cold ones also placed from their content (each run's "
+            "best checkpoint evaluated once, kept in its pools.json)"
+        ),
+    ] = False,
 ) -> None:
     """Tables (selection on validation), paired significance, plots: Markdown, HTML, LaTeX."""
     from lmmrec.experiments import load_experiment
-    from lmmrec.experiments.report import build_report, table_cells, write_report
+    from lmmrec.experiments.report import build_report, pool_cells, table_cells, write_report
 
     experiment = load_experiment(file, _variables(var))
-    built = build_report(experiment, alpha=alpha)
+    built = build_report(experiment, alpha=alpha, pools=pools)
     paths = write_report(built, out or experiment.output_dir / "report")
     for dataset_table in built.tables:
         headers, body = table_cells(built, dataset_table)
         keep = len(headers) - 2  # the seeds and selected-point columns stay in the files
-        table = Table(title=f"{built.name}: {dataset_table.dataset}", title_justify="left")
-        for i, header in enumerate(headers[:keep]):
-            table.add_column(header, justify="right" if i >= 3 else "left")
-        for cells in body:
-            table.add_row(
-                *(
-                    f"[bold]{c.text}{c.marks}[/bold]" if c.best else c.text + c.marks
-                    for c in cells[:keep]
-                )
-            )
-        console.print(table)
+        console.print(_rich_table(f"{built.name}: {dataset_table.dataset}", headers, body, keep))
+        if dataset_table.pools is not None:
+            title = f"{built.name}: {dataset_table.dataset}, item cold start (test)"
+            console.print(_rich_table(title, *pool_cells(built, dataset_table)))
     console.print(
         f"test metrics at the point selected on validation {built.select}; bold: best; "
         "† t-test, ‡ Wilcoxon vs the baseline (Holm)"
@@ -157,3 +158,19 @@ def report(
     for note in built.notes:
         console.print(note)
     console.print("written: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _rich_table(title: str, headers: list[str], body: list, keep: int | None = None) -> Table:
+    """A report table for the terminal: three label columns, numbers right-aligned, the best
+    in bold; the first ``keep`` columns."""
+    table = Table(title=title, title_justify="left")
+    for i, header in enumerate(headers[:keep]):
+        table.add_column(header, justify="right" if i >= 3 else "left")
+    for cells in body:
+        table.add_row(
+            *(
+                f"[bold]{c.text}{c.marks}[/bold]" if c.best else c.text + c.marks
+                for c in cells[:keep]
+            )
+        )
+    return table

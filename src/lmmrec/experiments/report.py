@@ -114,6 +114,85 @@ def per_user_metric(run_dirs: list[str], metric: str) -> tuple[np.ndarray, np.nd
     return merged[0], merged[1] / len(run_dirs)
 
 
+POOL_COLUMNS = {
+    ("all", "learned"): "all",
+    ("warm", "learned"): "warm",
+    ("cold", "learned"): "cold",
+    ("cold", "content"): "cold, from content",
+}
+
+
+def pool_table(rows: pd.DataFrame, metric: str) -> pd.DataFrame | None:
+    """Test ``metric`` of the selected rows in the item cold-start pools, means over seeds.
+
+    Every run directory of a row is evaluated from its best checkpoint once
+    (``evaluate_run_pools(cached=True)``, a ``pools.json`` beside it; progress shown). Columns:
+    the group, one per :data:`POOL_COLUMNS` entry (NaN where a model has no content part) and
+    ``items.<pool>``; ``None`` when no test interaction is with a cold item.
+    """
+    from tqdm.auto import tqdm
+
+    from lmmrec.training.run import evaluate_run_pools
+
+    runs = [run for dirs in rows["run_dirs"] for run in dirs]
+    results = {
+        run: evaluate_run_pools(Path(run), ("test",), cached=True)["test"]
+        for run in tqdm(runs, desc="item cold-start pools", unit="run", disable=None)
+    }
+    out = []
+    for _, row in rows.iterrows():
+        values: dict[str, list[float]] = {}
+        items: dict[str, int] = {}
+        for run in row["run_dirs"]:
+            for result in results[run]:
+                column = POOL_COLUMNS[(result.pool, result.scored_by)]
+                values.setdefault(column, []).append(result.metrics[metric])
+                items[f"items.{result.pool}"] = result.n_items
+        record: dict[str, Any] = {key: row[key] for key in GROUP}
+        record.update(
+            {
+                c: float(np.mean(values[c])) if c in values else math.nan
+                for c in POOL_COLUMNS.values()
+            }
+        )
+        record.update(items)
+        out.append(record)
+    table = pd.DataFrame(out)
+    if "items.cold" not in table:
+        return None
+    return table
+
+
+def pool_cells(report: Report, table: DatasetTable) -> tuple[list[str], list[list[_Cell]]]:
+    """Headers and cells of a dataset's item cold-start table (all writers share them)."""
+    assert table.pools is not None
+    pools = table.pools
+    headers = ["model", "encoder", "paradigm"]
+    for column in POOL_COLUMNS.values():
+        size = pools.get(f"items.{column}")  # "cold, from content" has no size of its own
+        headers.append(column if size is None else f"{column} ({int(size.max())} items)")
+    best = {c: set(pools.index[pools[c] == pools[c].max()]) for c in POOL_COLUMNS.values()}
+    body = []
+    for index, row in pools.iterrows():
+        cells = [_Cell(str(row[key])) for key in ("model", "encoder", "paradigm")]
+        for column in POOL_COLUMNS.values():
+            value = row[column]
+            cells.append(
+                _Cell("-" if math.isnan(value) else f"{value:.4f}", best=index in best[column])
+            )
+        body.append(cells)
+    return headers, body
+
+
+def _pool_caption(report: Report, table: DatasetTable) -> str:
+    return (
+        f"{table.dataset}: item cold start, test {report.select} of the same runs (mean over "
+        "seeds), each pool ranked on its own: warm items have training interactions, cold "
+        "ones have none; 'from content' places the cold items from their content alone, as "
+        "the service places a new item (models with a content part); best per column in bold."
+    )
+
+
 # ----------------------------------------------------------------------------- the report
 @dataclass
 class DatasetTable:
@@ -123,6 +202,7 @@ class DatasetTable:
     rows: pd.DataFrame
     baseline: int | None  # row index of the baseline in ``rows``
     comparisons: pd.DataFrame  # row, metric, means, improvement, p-values raw and Holm-adjusted
+    pools: pd.DataFrame | None = None  # item cold start (pool_table), when asked for
 
 
 @dataclass
@@ -145,8 +225,13 @@ def build_report(
     *,
     alpha: float = 0.05,
     plots: bool = True,
+    pools: bool = False,
 ) -> Report:
-    """The report of ``experiment`` from its results table (read from disk when not given)."""
+    """The report of ``experiment`` from its results table (read from disk when not given).
+
+    With ``pools=True`` each dataset with held-out interactions on cold items (items without
+    training interactions) also gets an item cold-start table (:func:`pool_table`).
+    """
     from lmmrec.experiments.runner import read_results, state_counts
 
     spec = experiment.spec
@@ -176,6 +261,13 @@ def build_report(
         counts=state_counts(results),
         failed=failed,
     )
+    for table in tables if pools else []:
+        table.pools = pool_table(table.rows, spec.select)
+        if table.pools is None:
+            report.notes.append(
+                f"{table.dataset}: no test interaction is with a cold item (one without training "
+                "interactions), so it has no item cold-start table."
+            )
     if any(t.comparisons["t.p"].isna().all() and len(t.comparisons) for t in tables):
         report.notes.append(
             f"Rows without per-user test metrics ({TEST_USERS} in their run directories) are "
@@ -331,14 +423,12 @@ def to_markdown(report: Report, figure_dir: str | None = "figures") -> str:
         out += [report.description.strip(), ""]
     out += [_counts_line(report), ""]
     for table in report.tables:
-        headers, body = table_cells(report, table)
         out += [f"## {table.dataset}", "", f"*{_caption(report, table)}*", ""]
-        out.append("| " + " | ".join(headers) + " |")
-        out.append("|" + "|".join(["---"] * 3 + ["---:"] * (len(headers) - 3)) + "|")
-        for cells in body:
-            texts = [f"**{c.text}**{c.marks}" if c.best else f"{c.text}{c.marks}" for c in cells]
-            out.append("| " + " | ".join(texts) + " |")
-        out += ["", *_comparison_markdown(report, table), ""]
+        out += [*_markdown_table(*table_cells(report, table)), ""]
+        out += [*_comparison_markdown(report, table), ""]
+        if table.pools is not None:
+            out += [f"*{_pool_caption(report, table)}*", ""]
+            out += [*_markdown_table(*pool_cells(report, table)), ""]
         if figure_dir:
             for name in _figure_names(report, table.dataset):
                 out += [f"![{name}]({figure_dir}/{name}.png)", ""]
@@ -347,6 +437,16 @@ def to_markdown(report: Report, figure_dir: str | None = "figures") -> str:
     out += _failures_markdown(report)
     out += [f"*{note}*" for note in report.notes]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _markdown_table(headers: list[str], body: list[list[_Cell]]) -> list[str]:
+    """A Markdown table: three label columns, then right-aligned numbers."""
+    out = ["| " + " | ".join(headers) + " |"]
+    out.append("|" + "|".join(["---"] * 3 + ["---:"] * (len(headers) - 3)) + "|")
+    for cells in body:
+        texts = [f"**{c.text}**{c.marks}" if c.best else f"{c.text}{c.marks}" for c in cells]
+        out.append("| " + " | ".join(texts) + " |")
+    return out
 
 
 def _counts_line(report: Report) -> str:
@@ -412,19 +512,8 @@ def to_html(report: Report) -> str:
         parts.append(f"<p>{e(report.description.strip())}</p>")
     parts.append(f"<p>{e(_counts_line(report))}</p>")
     for table in report.tables:
-        headers, body = table_cells(report, table)
         parts.append(f"<h2>{e(table.dataset)}</h2>")
-        parts.append('<table class="results">')
-        parts.append(f"<caption>{e(_caption(report, table))}</caption>")
-        parts.append("<tr>" + "".join(f"<th>{e(h)}</th>" for h in headers) + "</tr>")
-        for cells in body:
-            tds = []
-            for i, c in enumerate(cells):
-                text = e(c.text) + (f"<sup>{e(c.marks)}</sup>" if c.marks else "")
-                text = f"<strong>{text}</strong>" if c.best else text
-                tds.append(f'<td class="num">{text}</td>' if i >= 3 else f"<td>{text}</td>")
-            parts.append("<tr>" + "".join(tds) + "</tr>")
-        parts.append("</table>")
+        parts += _html_table("results", _caption(report, table), *table_cells(report, table))
         comparison = _comparison_markdown(report, table)
         if comparison:
             parts.append('<table class="significance">')
@@ -435,6 +524,9 @@ def to_html(report: Report) -> str:
                 cells = [x.strip() for x in line.strip("|").split("|")]
                 parts.append("<tr>" + "".join(f"<{tag}>{e(x)}</{tag}>" for x in cells) + "</tr>")
             parts.append("</table>")
+        if table.pools is not None:
+            caption = _pool_caption(report, table)
+            parts += _html_table("pools", caption, *pool_cells(report, table))
         for name in _figure_names(report, table.dataset):
             parts.append(_img(name, report.figures[name]))
     if "time" in report.figures:
@@ -446,6 +538,24 @@ def to_html(report: Report) -> str:
     parts += [f"<p><em>{e(note)}</em></p>" for note in report.notes]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _html_table(
+    css_class: str, caption: str, headers: list[str], body: list[list[_Cell]]
+) -> list[str]:
+    """An HTML table: three label columns, then right-aligned numbers."""
+    e = html.escape
+    parts = [f'<table class="{css_class}">', f"<caption>{e(caption)}</caption>"]
+    parts.append("<tr>" + "".join(f"<th>{e(h)}</th>" for h in headers) + "</tr>")
+    for cells in body:
+        tds = []
+        for i, c in enumerate(cells):
+            text = e(c.text) + (f"<sup>{e(c.marks)}</sup>" if c.marks else "")
+            text = f"<strong>{text}</strong>" if c.best else text
+            tds.append(f'<td class="num">{text}</td>' if i >= 3 else f"<td>{text}</td>")
+        parts.append("<tr>" + "".join(tds) + "</tr>")
+    parts.append("</table>")
+    return parts
 
 
 def _img(name: str, png: bytes) -> str:
@@ -463,35 +573,41 @@ def _tex(text: str) -> str:
 
 
 def to_latex(report: Report) -> str:
-    """One booktabs ``table`` per dataset (needs ``\\usepackage{booktabs}``)."""
+    """One booktabs ``table`` per dataset, and per item cold-start table (needs
+    ``\\usepackage{booktabs}``)."""
     out = [f"% lmmrec experiment {report.name}: generated by `lmmrec experiment report`"]
-    marks = {T_MARK: r"\dagger", W_MARK: r"\ddagger"}
     for table in report.tables:
         headers, body = table_cells(report, table)
-        n_metrics = len(report.metrics)
-        headers, body = headers[: 3 + n_metrics + 1], [row[: 3 + n_metrics + 1] for row in body]
-        caption = _tex(_caption(report, table)).replace(T_MARK, "$^\\dagger$")
-        caption = caption.replace(W_MARK, "$^\\ddagger$")
-        out += [
-            r"\begin{table}[t]",
-            r"\centering",
-            rf"\caption{{{caption}}}",
-            rf"\begin{{tabular}}{{lll{'r' * (n_metrics + 1)}}}",
-            r"\toprule",
-            " & ".join(_tex(h) for h in headers) + r" \\",
-            r"\midrule",
-        ]
-        for cells in body:
-            texts = []
-            for c in cells:
-                text = _tex(c.text)
-                text = rf"\textbf{{{text}}}" if c.best else text
-                if c.marks:
-                    text += "$^{" + "".join(marks[m] for m in c.marks) + "}$"
-                texts.append(text)
-            out.append(" & ".join(texts) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+        keep = 3 + len(report.metrics) + 1  # the label columns, the metrics and the improvement
+        headers, body = headers[:keep], [row[:keep] for row in body]
+        out += _latex_table(_caption(report, table), headers, body)
+        if table.pools is not None:
+            out += _latex_table(_pool_caption(report, table), *pool_cells(report, table))
     return "\n".join(out)
+
+
+def _latex_table(caption: str, headers: list[str], body: list[list[_Cell]]) -> list[str]:
+    marks = {T_MARK: r"\dagger", W_MARK: r"\ddagger"}
+    caption = _tex(caption).replace(T_MARK, "$^\\dagger$").replace(W_MARK, "$^\\ddagger$")
+    out = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{caption}}}",
+        rf"\begin{{tabular}}{{lll{'r' * (len(headers) - 3)}}}",
+        r"\toprule",
+        " & ".join(_tex(h) for h in headers) + r" \\",
+        r"\midrule",
+    ]
+    for cells in body:
+        texts = []
+        for c in cells:
+            text = _tex(c.text)
+            text = rf"\textbf{{{text}}}" if c.best else text
+            if c.marks:
+                text += "$^{" + "".join(marks[m] for m in c.marks) + "}$"
+            texts.append(text)
+        out.append(" & ".join(texts) + r" \\")
+    return [*out, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
 
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:

@@ -8,7 +8,7 @@ A run directory holds ``config.json`` (the resolved configuration, model default
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from lmmrec.training.trainer import (
 
 CONFIG = "config.json"
 PROVENANCE = "run.json"
+POOLS = "pools.json"  # evaluate_run_pools(cached=True)
 
 
 @dataclass
@@ -222,11 +223,29 @@ def evaluate_run(
 
 
 def evaluate_run_pools(
-    run_dir: Path, splits: tuple[str, ...] = ("valid", "test")
+    run_dir: Path, splits: tuple[str, ...] = ("valid", "test"), *, cached: bool = False
 ) -> dict[str, list[PoolResult]]:
-    """Item cold-start evaluation of a run's best checkpoint (:meth:`Trainer.evaluate_pools`)."""
-    _, _, trainer = load_run(run_dir)
-    return {split: trainer.evaluate_pools(split) for split in splits}
+    """Item cold-start evaluation of a run's best checkpoint (:meth:`Trainer.evaluate_pools`).
+
+    With ``cached=True`` the results are kept in the run directory's ``pools.json`` and reused
+    while ``best.pt`` is unchanged (its size and modification time), so reports evaluate each
+    run once.
+    """
+    run_dir = Path(run_dir)
+    best = run_dir / BEST
+    stamp = [best.stat().st_size, best.stat().st_mtime_ns] if best.is_file() else None
+    stored: dict[str, Any] = {}
+    if cached and (run_dir / POOLS).is_file():
+        record = read_json(run_dir / POOLS)
+        stored = record.get("splits", {}) if record.get("best") == stamp else {}
+    missing = [split for split in splits if split not in stored]
+    if missing:
+        _, _, trainer = load_run(run_dir)
+        for split in missing:
+            stored[split] = [asdict(result) for result in trainer.evaluate_pools(split)]
+        if cached:
+            write_json(run_dir / POOLS, {"best": stamp, "splits": stored})
+    return {split: [PoolResult(**result) for result in stored[split]] for split in splits}
 
 
 def _provenance(dataset: Dataset, trainer: Trainer, run: RunConfig) -> dict[str, Any]:
