@@ -5,20 +5,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from lmmrec.data.features import FeatureSet
+from lmmrec.data.splits import TEST
 from lmmrec.errors import ConfigError
 from lmmrec.experiments import load_experiment
 from lmmrec.experiments.spec import builtin_experiments, builtin_path
+from lmmrec.training import RunConfig, TrainConfig, evaluate_run_pools, train
 from lmmrec.training.demo import (
     DEMO_ENCODER,
     FINETUNED_FEATURES,
     FROZEN_FEATURES,
     PARADIGM_MODELS,
+    DemoRow,
     demo_experiment,
     demo_rows,
+    rank_new_items,
 )
+from planted import planted_dataset, with_cold_items
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -104,3 +111,34 @@ def test_demo_rows_take_the_point_with_the_best_validation_not_the_best_test(
     assert (row.model, row.paradigm, row.point) == ("vbpr", "frozen", {"lr": 1e-3})
     assert row.test == {"ndcg@20": 0.10, "recall@20": 0.20}
     assert (row.best_epoch, row.epochs, row.seconds, row.run_dir) == (7, 27, 3.5, "runs/vbpr-0.001")
+
+
+def test_the_new_items_column_places_them_from_content_where_the_model_can(
+    tmp_path: Path,
+) -> None:
+    """VBPR's row gets the cold pool placed from content, BPR's the cold pool by its vectors;
+    the second call reads the runs' pools.json."""
+    dataset = with_cold_items(planted_dataset(), [0, 5, 10], to=TEST)
+    rng = np.random.default_rng(0)
+    dataset.add_feature_set(FeatureSet("f", {"v": rng.random((dataset.n_items, 6), "float32")}))
+    dataset.save(tmp_path / "data")
+    rows = []
+    for model in ("bpr", "vbpr"):
+        config = RunConfig(
+            model=model,
+            dataset=str(tmp_path / "data"),
+            features="f" if model == "vbpr" else None,
+            model_params={"embedding_size": 8},
+            output_dir=str(tmp_path / "runs"),
+            name=model,
+            train=TrainConfig(epochs=2, batch_size=64, ks=[5, 20]),
+        )
+        run_dir = train(config).run_dir
+        rows.append(DemoRow(model, "-", {}, 2, 1, 0.1, run_dir=str(run_dir)))
+    rank_new_items(rows)
+    for row in rows:
+        cold = evaluate_run_pools(Path(row.run_dir), ("test",))["test"]
+        expected = "content" if row.model == "vbpr" else "learned"
+        assert cold[-1].pool == "cold" and cold[-1].scored_by == expected
+        assert row.new_items == cold[-1].metrics
+        assert (Path(row.run_dir) / "pools.json").is_file()

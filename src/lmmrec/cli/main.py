@@ -116,6 +116,7 @@ def demo(
         picked = tuple(m for m in shop.PARADIGM_MODELS if chosen is None or m in chosen)
         experiment = shop.demo_experiment(output, picked or shop.PARADIGM_MODELS, epochs)
         rows = shop.run_demo(experiment, console=console)
+        shop.rank_new_items(rows)
         console.print(_paradigms_table(rows))
         frozen = [r for r in rows if r.paradigm == "frozen"]
         if frozen:
@@ -144,13 +145,15 @@ def _serve_demo_run(run_dir: Path, bundle: Path) -> None:
 
 
 def _paradigms_table(rows: list) -> Table:
-    """The paradigms demo: model x paradigm -> Recall@20, NDCG@20, lr, epochs, training time."""
+    """The paradigms demo: model x paradigm -> Recall@20, NDCG@20, Recall@20 among the new
+    items, lr, epochs, training time."""
     table = Table(
         title="demo: the three paradigms (test at the best validation epoch)",
-        caption="R@20: Recall@20, N@20: NDCG@20; lr: chosen on validation; seconds: training "
-        "and validation",
+        caption="R@20: Recall@20, N@20: NDCG@20; new R@20: Recall@20 among the shop's new items "
+        "(no training interactions) ranked apart, placed from their content where the model "
+        "can (random: about .14); lr: chosen on validation; seconds: training and validation",
     )
-    columns = ("model", "paradigm", "R@20", "N@20", "lr", "best / epochs", "seconds")
+    columns = ("model", "paradigm", "R@20", "N@20", "new R@20", "lr", "best / epochs", "seconds")
     for column in columns:
         table.add_column(column, justify="left" if column in ("model", "paradigm") else "right")
     for row in rows:
@@ -160,6 +163,7 @@ def _paradigms_table(rows: list) -> Table:
             row.paradigm,
             f"{row.test['recall@20']:.4f}",
             f"{row.test['ndcg@20']:.4f}",
+            "-" if row.new_items is None else f"{row.new_items['recall@20']:.4f}",
             "default" if lr is None else f"{lr:g}",
             f"{row.best_epoch} / {row.epochs}",
             f"{row.seconds:.1f}",

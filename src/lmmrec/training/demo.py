@@ -46,6 +46,7 @@ class DemoRow:
     seconds: float
     point: dict[str, Any] = field(default_factory=dict)
     run_dir: str = ""
+    new_items: dict[str, float] | None = None  # test metrics in the pool of the new items
 
 
 def demo_experiment(
@@ -92,6 +93,22 @@ def run_demo(experiment: Experiment, console: Any = None) -> list[DemoRow]:
         prepare_demo_features(load_demo(), say, finetuned="finetuned" in paradigms)
     result = run_experiment(experiment, console=console)
     return demo_rows(experiment, result.results)
+
+
+def rank_new_items(rows: list[DemoRow]) -> None:
+    """Fill each row's ``new_items``: its test metrics in the pool of the shop's new items
+    (those without training interactions), placed from their content where the model can
+    (:mod:`lmmrec.evaluation.pools`); each run evaluated once, then read from its
+    ``pools.json``."""
+    from tqdm.auto import tqdm
+
+    from lmmrec.training.run import evaluate_run_pools
+
+    for row in tqdm(rows, desc="ranking the new items", unit="run", leave=False, disable=None):
+        results = evaluate_run_pools(Path(row.run_dir), ("test",), cached=True)["test"]
+        cold = [r for r in results if r.pool == "cold"]
+        if cold:  # the content placement when the model has one, else the learned vectors
+            row.new_items = cold[-1].metrics
 
 
 def demo_rows(experiment: Experiment, results: Any) -> list[DemoRow]:
