@@ -82,5 +82,13 @@ def with_cold_items(dataset: Dataset, cold: Sequence[int], to: int = VALID) -> D
     labels[np.isin(frame["item"].to_numpy(), cold) & (labels == TRAIN)] = to
     users, items = frame["user"].to_numpy(), frame["item"].to_numpy()
     return Dataset.from_interactions(
-        users, items, labels, name=f"{dataset.name}-cold", where="planted fixture"
+        users,
+        items,
+        labels,
+        name=f"{dataset.name}-cold",
+        where="planted fixture",
+        n_users=dataset.n_users,
+        n_items=dataset.n_items,
+        catalog=dataset.catalog,
+        root=dataset.root,
     )

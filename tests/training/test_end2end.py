@@ -10,12 +10,14 @@ import torch
 from tiny_towers import TINY_DUAL
 
 from lmmrec.data.dataset import Dataset
+from lmmrec.data.splits import TEST
 from lmmrec.encoders import build, extract_features
 from lmmrec.encoders.objectives import contrastive_loss
 from lmmrec.errors import ConfigError, FeatureError
 from lmmrec.training import RunConfig, TrainConfig, Trainer, train
 from lmmrec.training.end2end import EndToEnd, FeatureBank
 from lmmrec.training.run import build_step
+from planted import with_cold_items
 
 
 def _config(tmp_path: Path, model: str = "vbpr", **encoder: object) -> RunConfig:
@@ -266,3 +268,21 @@ def test_extraction_projects_stored_tower_vectors_as_the_encoder_would(
         )
     assert shortcut.manifest["missing"] == full.manifest["missing"]
     assert towers.name == "towers"
+
+
+def test_end_to_end_pools_encode_the_catalogue_once_and_place_new_items_from_content(
+    content: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = with_cold_items(content, [0, 5, 10], to=TEST)
+    step = build_step(dataset, _config(tmp_path, strategy="projection"))
+    trainer = Trainer(step, dataset, TrainConfig(batch_size=64, lr=0.01, ks=[5]))
+    trainer.train_epoch()
+    calls = []
+    encode_all = step.encoding.encode_all
+    monkeypatch.setattr(step.encoding, "encode_all", lambda: calls.append(1) or encode_all())
+    results = trainer.evaluate_pools("test")
+    assert len(calls) == 1
+    assert [(r.pool, r.scored_by, r.n_items) for r in results][-2:] == [
+        ("cold", "learned", 3),
+        ("cold", "content", 3),
+    ]

@@ -157,34 +157,37 @@ class Trainer:
         return factor
 
     # ----------------------------------------------------------------- evaluation
-    def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, item_feats: ItemFeatures | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The recommender's final user and item vectors ``([U, D], [I, D])``, computed once
-        from the step module's current item features, without gradients."""
-        item_feats = self._evaluation_features()
+        from the step module's current item features (or ``item_feats``, already taken from
+        it), without gradients."""
+        if item_feats is None:
+            item_feats = self._evaluation_features()
+        self.step_module.eval()
         with torch.inference_mode(), self.runtime.autocast():
             users, items = self.model.embed(item_feats)
         self.step_module.train()
         return users.detach().float(), items.detach().float()  # BPR's embed is its parameters
 
     def _evaluation_features(self) -> ItemFeatures:
-        """Every item's features as the step module gives them now (left in eval mode)."""
+        """Every item's features as the step module gives them now (end to end: encoded)."""
         self.step_module.eval()
         with torch.no_grad(), self.runtime.autocast():
-            return self.step_module.item_features()
+            item_feats = self.step_module.item_features()
+        self.step_module.train()
+        return item_feats
 
     def evaluate_pools(self, split: str = "test") -> list[PoolResult]:
         """Item cold-start evaluation of the model as it is now: ``split`` ranked in the pools
         of all, warm and cold items, cold items also placed from their content alone when the
         model can (:mod:`lmmrec.evaluation.pools`)."""
-        users, items = self.embed()
-        cold = torch.from_numpy(cold_items(self.dataset))
+        item_feats = self._evaluation_features()  # encoded once (end to end) for both uses
+        users, items = self.embed(item_feats)
+        cold = torch.from_numpy(cold_items(self.dataset)).to(self.runtime.device)
         content = None
         if cold.any():
-            item_feats = self._evaluation_features()
-            self.step_module.train()
-            cold_rows = cold.to(self.runtime.device)
             content = content_item_vectors(
-                self.model, {m: f[cold_rows].float() for m, f in item_feats.items()}
+                self.model, {m: f[cold].float() for m, f in item_feats.items()}
             )
         results = evaluate_pools(
             self.dataset,
