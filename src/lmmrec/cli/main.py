@@ -151,9 +151,10 @@ def _paradigms_table(rows: list) -> Table:
         title="demo: the three paradigms (test at the best validation epoch)",
         caption="R@20: Recall@20, N@20: NDCG@20; new R@20: Recall@20 among the shop's new items "
         "(no training interactions) ranked apart, placed from their content where the model "
-        "can (random: about .14); lr: chosen on validation; seconds: training and validation",
+        "can (random: about .14); lr: chosen on validation; epochs: best/run; sec: training "
+        "and validation",
     )
-    columns = ("model", "paradigm", "R@20", "N@20", "new R@20", "lr", "best / epochs", "seconds")
+    columns = ("model", "paradigm", "R@20", "N@20", "new R@20", "lr", "epochs", "sec")
     for column in columns:
         table.add_column(column, justify="left" if column in ("model", "paradigm") else "right")
     for row in rows:
@@ -165,7 +166,7 @@ def _paradigms_table(rows: list) -> Table:
             f"{row.test['ndcg@20']:.4f}",
             "-" if row.new_items is None else f"{row.new_items['recall@20']:.4f}",
             "default" if lr is None else f"{lr:g}",
-            f"{row.best_epoch} / {row.epochs}",
+            f"{row.best_epoch}/{row.epochs}",
             f"{row.seconds:.1f}",
         )
     return table
