@@ -100,7 +100,10 @@ class BM3(Recommender):
     smaller batches (``configs/batch-demo-seeds.yaml``: 256-1024) lower it (.2292-.2363)
     (benchmarks/README.md, "Three seeds"). BM3 ranks by ID embeddings alone (its features enter
     only the loss), so on that shop it is a one-layer LightGCN without negatives, and LightGCN
-    itself is level with BPR there.
+    itself is level with BPR there. The shop's new items do not explain the gap: ranked apart
+    (``lmmrec evaluate --pools``), BM3 is below BPR on the warm items too (test Recall@20 .4450
+    against .4590), while among the new items, placed from their content, it finds .63 of them
+    against BPR's .13 (benchmarks/README.md, "The new items of the demo shop").
     """
 
     name = "bm3"
