@@ -60,3 +60,17 @@ def test_sharded_epochs_cover_the_batches_in_equal_counts(
 def test_a_user_who_saw_every_item_is_an_error() -> None:
     with pytest.raises(DataError, match="every item"):
         NegativeSampler(sp.csr_matrix(np.ones((2, 3), dtype=np.float32)))
+
+
+def test_candidate_negatives_narrow_the_draw_and_all_of_them_change_nothing() -> None:
+    # user 0 saw item 0, user 1 item 1; items 3 and 4 are not candidates
+    train = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0]], dtype=np.float32))
+    users = np.repeat(np.arange(2), 5_000)
+    narrowed = NegativeSampler(train, np.array([0, 1, 2])).sample(users, np.random.default_rng(4))
+    assert set(narrowed[users == 0].tolist()) == {1, 2}
+    assert set(narrowed[users == 1].tolist()) == {0, 2}
+    every = NegativeSampler(train, np.arange(5)).sample(users, np.random.default_rng(4))
+    default = NegativeSampler(train).sample(users, np.random.default_rng(4))
+    assert np.array_equal(every, default)  # the same draws: runs before candidates existed hold
+    with pytest.raises(DataError, match="every item that can be a negative"):
+        NegativeSampler(train, np.array([0]))

@@ -19,7 +19,15 @@ import lmmrec.training.trainer as trainer_module
 from lmmrec.errors import ConfigError
 from lmmrec.experiments import experiment_status, load_experiment, run_experiment
 from lmmrec.experiments.report import select_points
-from lmmrec.experiments.runner import STATUS, Inputs, execute_run, plan, run_id
+from lmmrec.experiments.runner import (
+    STATUS,
+    Inputs,
+    _hashed_name,
+    execute_run,
+    plan,
+    resolved_config,
+    run_id,
+)
 from lmmrec.io import read_json, write_json
 from lmmrec.training.config import TrainConfig
 
@@ -51,6 +59,21 @@ def test_runs_named_with_the_dataset_path_are_found_under_that_name(
     assert plan(experiment)[0].run_dir == tmp_path / "runs" / legacy
     (tmp_path / "runs" / first.run_id).mkdir()  # a run under today's name wins
     assert plan(experiment)[0].run_dir == tmp_path / "runs" / first.run_id
+
+
+def test_a_setting_at_its_neutral_default_leaves_run_names_as_they_were(
+    tiny_source: str, tmp_path: Path
+) -> None:
+    """`negatives` came after runs were recorded: at "all" (the behaviour before it) a run's
+    name is that of its configuration without the setting; "trained" is another run."""
+    runs = plan(load_experiment(tiny_spec(tiny_source, tmp_path)))
+    for run in runs:
+        before = resolved_config(run.cell)
+        assert before["train"].pop("negatives") == "all"  # as an lmmrec before it wrote it
+        assert _hashed_name(run.cell.model, before, run.inputs, False) == run.run_id
+    train = {"epochs": 2, "batch_size": 128, "eval_batch_size": 64, "negatives": "trained"}
+    other = plan(load_experiment(tiny_spec(tiny_source, tmp_path, train=train)))
+    assert not {run.run_id for run in runs} & {run.run_id for run in other}
 
 
 def test_two_cells_that_are_one_run_are_refused(tiny_source: str, tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ import torch
 from lmmrec.data.dataset import Dataset
 from lmmrec.data.features import FeatureSet
 from lmmrec.errors import ConfigError, TrainingError
-from lmmrec.io import read_json
+from lmmrec.io import read_json, write_json
 from lmmrec.training import RunConfig, TrainConfig, Trainer, evaluate_run, train
 from lmmrec.training.run import build_model
-from planted import planted_dataset
+from planted import planted_dataset, with_cold_items
 
 
 def _config(tmp_path: Path, **train: object) -> RunConfig:
@@ -193,6 +193,33 @@ def test_resume_refuses_a_feature_set_re_extracted_in_place(
     )
     with pytest.raises(ConfigError, match="re-extracted since it started"):
         train(config, dataset=tiny_dataset)
+
+
+def test_negatives_trained_never_draws_an_item_without_training_interactions(
+    tiny_dataset: Dataset, tmp_path: Path
+) -> None:
+    dataset = with_cold_items(tiny_dataset, [0, 5, 10])
+
+    def negatives(**train: object) -> np.ndarray:
+        trainer = _trainer(dataset, _config(tmp_path, **train), None)
+        batches = trainer.sampler.epoch(64, trainer.rng)
+        return np.concatenate([b.neg_items.numpy() for b in batches])
+
+    assert np.isin(negatives(), [0, 5, 10]).any()  # MMRec's protocol: every item
+    assert not np.isin(negatives(negatives="trained"), [0, 5, 10]).any()
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes(
+    tiny_dataset: Dataset, tmp_path: Path
+) -> None:
+    """A setting at its neutral default is not part of a run's identity (run_identity)."""
+    result = train(_config(tmp_path, epochs=1), dataset=tiny_dataset)
+    stored = read_json(result.run_dir / "config.json")
+    del stored["train"]["negatives"]  # as written before the setting existed
+    write_json(result.run_dir / "config.json", stored)
+    assert train(_config(tmp_path, epochs=1), dataset=tiny_dataset).fit.epochs_run == 1
+    with pytest.raises(ConfigError, match="different configuration"):
+        train(_config(tmp_path, epochs=1, negatives="trained"), dataset=tiny_dataset)
 
 
 def test_nan_loss_stops_with_a_clear_error(

@@ -4,6 +4,10 @@ Negatives are drawn uniformly from the items the user has **not** interacted wit
 as in BPR (Rendle et al., UAI 2009) and MMRec: draw uniformly over all items, then redraw only the
 rejected entries until none collides with a training pair. Membership is a binary search over the
 sorted keys ``user * n_items + item`` of the CSR matrix, so no Python loop touches interactions.
+
+``items`` narrows the draw to candidate items: with the items that have training interactions
+(``TrainConfig.negatives: trained``), items that appear only in validation or test, such as new
+items, are never trained as negatives, as items that arrive after training would not be.
 """
 
 from __future__ import annotations
@@ -40,16 +44,23 @@ class NegativeSampler:
 
     Args:
         train: binary ``[U, I]`` CSR matrix of training interactions (column indices sorted).
+        items: ``[C]`` int64 candidate negatives (default: every item).
     """
 
-    def __init__(self, train: sp.csr_matrix) -> None:
+    def __init__(self, train: sp.csr_matrix, items: np.ndarray | None = None) -> None:
         self.n_users, self.n_items = train.shape
+        self._candidates = None if items is None else np.asarray(items, dtype=np.int64)
         degree = np.diff(train.indptr)
-        if (degree >= self.n_items).any():
-            full = np.flatnonzero(degree >= self.n_items)[:5].tolist()
+        if self._candidates is None:
+            n_candidates, covered = self.n_items, degree
+        else:
+            n_candidates = len(self._candidates)
+            covered = np.diff(train[:, self._candidates].tocsr().indptr)
+        if (covered >= n_candidates).any():
+            full = np.flatnonzero(covered >= n_candidates)[:5].tolist()
             raise DataError(
-                f"users {full} interacted with every item, so no negative item exists for them; "
-                "remove them from the training data"
+                f"users {full} interacted with every item that can be a negative, so none "
+                "exists for them; remove them from the training data"
             )
         train = train.tocsr()
         train.sort_indices()
@@ -65,13 +76,19 @@ class NegativeSampler:
 
     def sample(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One negative item per entry of ``users`` (``[N]`` -> ``[N]`` int64)."""
-        negatives = rng.integers(0, self.n_items, size=len(users), dtype=np.int64)
+        negatives = self._draw(len(users), rng)
         rejected = np.flatnonzero(self._is_positive(users, negatives))
         while len(rejected):
-            redraw = rng.integers(0, self.n_items, size=len(rejected), dtype=np.int64)
+            redraw = self._draw(len(rejected), rng)
             negatives[rejected] = redraw
             rejected = rejected[self._is_positive(users[rejected], redraw)]
         return negatives
+
+    def _draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``[n]`` uniform candidate items (every item: the same draws as before candidates)."""
+        if self._candidates is None:
+            return rng.integers(0, self.n_items, size=n, dtype=np.int64)
+        return self._candidates[rng.integers(0, len(self._candidates), size=n, dtype=np.int64)]
 
     def epoch(
         self,

@@ -139,6 +139,9 @@ def _hashed_name(
     model: str, config: dict[str, Any], inputs: dict[str, str], with_dataset_path: bool
 ) -> str:
     """:func:`run_id` from the cell's resolved configuration (computed once for both names)."""
+    from lmmrec.training.config import run_identity
+
+    config = run_identity(config)
     if not with_dataset_path:
         config = {key: value for key, value in config.items() if key != "dataset"}
     payload = json.dumps({"config": config, "inputs": inputs}, sort_keys=True)

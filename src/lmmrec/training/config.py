@@ -31,6 +31,23 @@ from lmmrec.errors import ConfigError, unknown_name, validation_problems
 from lmmrec.evaluation.metrics import parse_metric
 from lmmrec.runtime import DeviceChoice, PrecisionChoice
 
+#: Training settings added after runs were first recorded, with the value that reproduces those
+#: runs. At that value a setting is left out of a run's identity (:func:`run_identity`), so runs
+#: recorded before it existed keep their names and resume; any other value is part of it.
+NEUTRAL_TRAIN_DEFAULTS: dict[str, Any] = {"negatives": "all"}
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A run configuration (as JSON) as runs are told apart: the experiment runner's run names
+    hash it and resuming compares it; training settings at their neutral defaults are left out
+    (:data:`NEUTRAL_TRAIN_DEFAULTS`)."""
+    train = config.get("train")
+    if not isinstance(train, dict):
+        return config
+    neutral = NEUTRAL_TRAIN_DEFAULTS
+    kept = {k: v for k, v in train.items() if k not in neutral or neutral[k] != v}
+    return {**config, "train": kept}
+
 
 class TrainConfig(BaseModel):
     """How a model is trained and selected (defaults: MMRec ``overall.yaml``)."""
@@ -68,6 +85,11 @@ class TrainConfig(BaseModel):
     )
     checkpoint_every_seconds: float = Field(
         60.0, ge=0, description="write checkpoint.pt once this many seconds have passed (0: off)"
+    )
+    negatives: Literal["all", "trained"] = Field(
+        "all",
+        description="items negatives are drawn from: all (MMRec), or trained, those with "
+        "training interactions (items only in valid/test, e.g. new ones, are never negatives)",
     )
     seed: int = Field(2022, description="seeds initialisation, shuffling and negatives")
     device: DeviceChoice = Field("auto", description="auto (CUDA when present), cpu or cuda")

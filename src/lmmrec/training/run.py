@@ -26,7 +26,7 @@ from lmmrec.models import registry
 from lmmrec.models.base import ItemFeatures, ModelInputs, Recommender
 from lmmrec.paths import lmmrec_home
 from lmmrec.runtime import Runtime, seed_everything
-from lmmrec.training.config import RunConfig, build_run_config
+from lmmrec.training.config import RunConfig, build_run_config, run_identity
 from lmmrec.training.end2end import EndToEnd, ItemEncoding, encoder_inputs
 from lmmrec.training.sources import StepModule, StoredFeatures
 from lmmrec.training.trainer import (
@@ -192,7 +192,7 @@ def _check_same_run(
         )
     if stored_hash is not None:
         stored, config = {**stored, "dataset": None}, {**config, "dataset": None}
-    if stored != config:
+    if run_identity(stored) != run_identity(config):
         raise ConfigError(f"{run_dir} holds a run with a different configuration; {fix}")
 
 

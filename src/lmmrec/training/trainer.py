@@ -113,7 +113,8 @@ class Trainer:
         self.module = self.runtime.wrap(self.step_module)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks or [])
-        self.sampler = NegativeSampler(dataset.train)
+        trained = None if config.negatives == "all" else np.flatnonzero(~cold_items(dataset))
+        self.sampler = NegativeSampler(dataset.train, trained)
         groups = self.step_module.param_groups(config.lr, config.weight_decay)
         # the fused kernel updates all parameters in one pass: ~9x faster steps on CPU for
         # large embedding tables than the default multi-tensor path, same arithmetic
