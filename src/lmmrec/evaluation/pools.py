@@ -5,12 +5,13 @@ interaction (a *cold* item; on the demo shop, the new items whose interactions a
 training) then has ID parameters trained, if at all, only as a sampled negative, so the model
 buries it: on the demo shop, half of the held-out interactions are with its 140 new items, and
 they take at most 0.02% of the top-20 slots of any model there (benchmarks/README.md, "The new
-items of the demo shop"; ``negatives: trained`` keeps them out of the negatives). A content model can place such an item from its features alone,
-as the service places a new item (:func:`lmmrec.models.cold_start.content_item_vectors`). But
-those vectors lack the ID part the warm items' vectors carry, so their scores are on another
-scale, and one ranking of both measures how the two scales happen to compare rather than how
-well either pool is ranked. As WarpRec's cold/warm candidate pools do, :func:`evaluate_pools`
-therefore ranks each pool on its own (``Evaluator(items=...)``):
+items of the demo shop"; ``negatives: trained`` keeps them out of the negatives). A content
+model can place such an item from its features alone, as the service places a new item
+(:func:`lmmrec.models.cold_start.content_item_vectors`). But those vectors lack the ID part the
+warm items' vectors carry, so their scores are on another scale, and one ranking of both
+measures how the two scales happen to compare rather than how well either pool is ranked. As
+WarpRec's cold/warm candidate pools do, :func:`evaluate_pools` therefore ranks each pool on its
+own (``Evaluator(items=...)``):
 
 * ``all``: every item by its learned vector (MMRec's protocol, what training reports);
 * ``warm``: the items with training interactions, learned vectors;
