@@ -97,7 +97,8 @@ class BM3(Recommender):
     (``configs/bm3-reg-demo-seeds.yaml``: lr {1e-2, 2e-2, 5e-2} x ``reg_weight`` x ``dropout``,
     18 points) stays within .2277-.2390 on validation, every point below BPR's .2483 and none
     further from the default than its standard error over the seeds, so the defaults stand;
-    smaller batches (``configs/batch-demo-seeds.yaml``: 256-1024) lower it (.2292-.2363)
+    smaller batches (``configs/batch-demo-seeds.yaml``: 256-1024) lower it (.2292-.2363), and
+    so do 2 or 3 layers at 1e-2 (``configs/bm3-layers-demo-seeds.yaml``: .2134-.2284)
     (benchmarks/README.md, "Three seeds"). BM3 ranks by ID embeddings alone (its features enter
     only the loss), so on that shop it is a one-layer LightGCN without negatives, and LightGCN
     itself is level with BPR there. The shop's new items do not explain the gap: ranked apart
