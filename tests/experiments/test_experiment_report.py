@@ -177,3 +177,23 @@ def test_report_pools_without_cold_items_says_so(finished: tuple) -> None:
     report = build_report(experiment, plots=False, pools=True)
     assert report.tables[0].pools is None
     assert any("no test interaction is with a cold item" in note for note in report.notes)
+
+
+def test_a_run_that_cannot_be_evaluated_is_left_out_with_its_error(
+    with_new_items: tuple, tmp_path: Path
+) -> None:
+    experiment, root = with_new_items
+    report = build_report(experiment, plots=False, pools=True)
+    run_dir = Path(report.tables[0].rows.iloc[1]["run_dirs"][0])  # VBPR's
+    (run_dir / "pools.json").unlink()
+    moved = root / "moved"
+    (root / "data").rename(moved)
+    try:
+        again = build_report(experiment, plots=False, pools=True)
+    finally:
+        moved.rename(root / "data")
+    (note,) = [n for n in again.notes if "left out" in n]
+    assert str(run_dir) in note and "does not exist" in note
+    pools = again.tables[0].pools
+    assert pools is not None and np.isnan(pools.iloc[1]["cold, from content"])
+    assert pools.iloc[0]["all"] == report.tables[0].pools.iloc[0]["all"]  # BPR's, from its cache

@@ -122,29 +122,37 @@ POOL_COLUMNS = {
 }
 
 
-def pool_table(rows: pd.DataFrame, metric: str) -> pd.DataFrame | None:
+def pool_table(
+    rows: pd.DataFrame, metric: str, problems: list[str] | None = None
+) -> pd.DataFrame | None:
     """Test ``metric`` of the selected rows in the item cold-start pools, means over seeds.
 
     Every run directory of a row is evaluated from its best checkpoint once
-    (``evaluate_run_pools(cached=True)``, a ``pools.json`` beside it; progress shown). Columns:
-    the group, one per :data:`POOL_COLUMNS` entry (NaN where a model has no content part) and
-    ``items.<pool>``; ``None`` when no test interaction is with a cold item.
+    (``evaluate_run_pools(cached=True)``, a ``pools.json`` beside it; progress shown); a run that
+    cannot be (its dataset moved, say) is left out of the means, its one-line error appended to
+    ``problems``. Columns: the group, one per :data:`POOL_COLUMNS` entry (NaN where a model has
+    no content part) and ``items.<pool>``; ``None`` when no test interaction is with a cold item.
     """
     from tqdm.auto import tqdm
 
+    from lmmrec.errors import LmmrecError
+    from lmmrec.experiments.runner import one_line
     from lmmrec.training.run import evaluate_run_pools
 
+    results = {}
     runs = [run for dirs in rows["run_dirs"] for run in dirs]
-    results = {
-        run: evaluate_run_pools(Path(run), ("test",), cached=True)["test"]
-        for run in tqdm(runs, desc="item cold-start pools", unit="run", disable=None)
-    }
+    for run in tqdm(runs, desc="item cold-start pools", unit="run", disable=None):
+        try:
+            results[run] = evaluate_run_pools(Path(run), ("test",), cached=True)["test"]
+        except LmmrecError as error:
+            if problems is not None:
+                problems.append(f"Item cold-start pools of {run} left out: {one_line(error)}")
     out = []
     for _, row in rows.iterrows():
         values: dict[str, list[float]] = {}
         items: dict[str, int] = {}
         for run in row["run_dirs"]:
-            for result in results[run]:
+            for result in results.get(run, []):
                 column = POOL_COLUMNS[(result.pool, result.scored_by)]
                 values.setdefault(column, []).append(result.metrics[metric])
                 items[f"items.{result.pool}"] = result.n_items
@@ -262,7 +270,7 @@ def build_report(
         failed=failed,
     )
     for table in tables if pools else []:
-        table.pools = pool_table(table.rows, spec.select)
+        table.pools = pool_table(table.rows, spec.select, report.notes)
         if table.pools is None:
             report.notes.append(
                 f"{table.dataset}: no test interaction is with a cold item (one without training "
