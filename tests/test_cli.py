@@ -133,6 +133,7 @@ def test_demo_runs_the_chosen_models_through_the_runner_and_skips_them_when_repe
     (run_dir,) = (tmp_path / "runs" / "runs").iterdir()
     assert run_dir.name.startswith("bpr-") and (run_dir / "metrics.json").is_file()
     assert (tmp_path / "runs" / "results.parquet").is_file()
+    assert "new" in result.output and (run_dir / "pools.json").is_file()  # the new items
 
     again = runner.invoke(app, args)  # a finished run is never repeated: the table only
     assert again.exit_code == 0, again.output

@@ -7,7 +7,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from lmmrec.cli.experiment import experiment_app
 from lmmrec.cli.finetune import register_finetune
 from lmmrec.cli.serve import register_serving
 from lmmrec.errors import ConfigError, LmmrecError
+
+if TYPE_CHECKING:
+    from lmmrec.training.demo import DemoRow
 
 app = typer.Typer(
     help="Multi-modal recommendation with large multi-modal encoders.",
@@ -106,12 +109,21 @@ def demo(
     if zoo:
         experiment = shop.demo_experiment(output, _sorted(chosen), epochs, zoo=True)
         rows = shop.run_demo(experiment, console=console)
+        shop.rank_new_items(rows)
         title = "demo: every model with its defaults, test at the best validation epoch"
         table_rows = [
-            (row.model, row.test, [str(row.epochs), str(row.best_epoch), f"{row.seconds:.1f}"])
+            (
+                row.model,
+                row.test,
+                [_new_items_cell(row), str(row.epochs), str(row.best_epoch), f"{row.seconds:.1f}"],
+            )
             for row in rows
         ]
-        console.print(_metrics_table(title, table_rows, TRAINING_COLUMNS))
+        caption = (
+            f"R@K: Recall@K, N@K: NDCG@K; {NEW_ITEMS_CAPTION.replace('new R@20', 'new')}; ep: "
+            "epochs run; best: the selected epoch; sec: training and validation"
+        )
+        console.print(_metrics_table(title, table_rows, ("new", "ep", "best", "sec"), caption))
     else:
         picked = tuple(m for m in shop.PARADIGM_MODELS if chosen is None or m in chosen)
         experiment = shop.demo_experiment(output, picked or shop.PARADIGM_MODELS, epochs)
@@ -144,15 +156,13 @@ def _serve_demo_run(run_dir: Path, bundle: Path) -> None:
     console.print(f"serve it over HTTP with: lmmrec serve {bundle}")
 
 
-def _paradigms_table(rows: list) -> Table:
+def _paradigms_table(rows: list[DemoRow]) -> Table:
     """The paradigms demo: model x paradigm -> Recall@20, NDCG@20, Recall@20 among the new
     items, lr, epochs, training time."""
     table = Table(
         title="demo: the three paradigms (test at the best validation epoch)",
-        caption="R@20: Recall@20, N@20: NDCG@20; new R@20: Recall@20 among the shop's new items "
-        "(no training interactions) ranked apart, placed from their content where the model "
-        "can (random: about .14); lr: chosen on validation; epochs: best/run; sec: training "
-        "and validation",
+        caption=f"R@20: Recall@20, N@20: NDCG@20; {NEW_ITEMS_CAPTION}; lr: chosen on "
+        "validation; epochs: best/run; sec: training and validation",
     )
     columns = ("model", "paradigm", "R@20", "N@20", "new R@20", "lr", "epochs", "sec")
     for column in columns:
@@ -164,12 +174,22 @@ def _paradigms_table(rows: list) -> Table:
             row.paradigm,
             f"{row.test['recall@20']:.4f}",
             f"{row.test['ndcg@20']:.4f}",
-            "-" if row.new_items is None else f"{row.new_items['recall@20']:.4f}",
+            _new_items_cell(row),
             "default" if lr is None else f"{lr:g}",
             f"{row.best_epoch}/{row.epochs}",
             f"{row.seconds:.1f}",
         )
     return table
+
+
+NEW_ITEMS_CAPTION = (
+    "new R@20: Recall@20 among the shop's new items (no training interactions) ranked apart, "
+    "placed from their content where the model can (random: about .14)"
+)
+
+
+def _new_items_cell(row: DemoRow) -> str:
+    return "-" if row.new_items is None else f"{row.new_items['recall@20']:.4f}"
 
 
 def _model_names(models: str | None) -> set[str] | None:
