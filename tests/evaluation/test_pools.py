@@ -15,7 +15,7 @@ from lmmrec.data.features import FeatureSet
 from lmmrec.data.splits import TEST, TRAIN, VALID
 from lmmrec.errors import DataError
 from lmmrec.evaluation.evaluator import Evaluator
-from lmmrec.evaluation.pools import cold_items, evaluate_pools
+from lmmrec.evaluation.pools import evaluate_pools
 from lmmrec.models.cold_start import content_item_vectors
 from lmmrec.training import RunConfig, TrainConfig, evaluate_run_pools, train
 from lmmrec.training.run import load_run
@@ -33,7 +33,8 @@ def _two_users() -> Dataset:
 def test_pools_ranked_apart_by_hand() -> None:
     """Scores are one-dimensional: u0 = +1 and u1 = -1 times the item's value (0, 0, 1, 2)."""
     dataset = _two_users()
-    assert cold_items(dataset).tolist() == [False, False, True, True]
+    assert dataset.cold_items().tolist() == [False, False, True, True]
+    assert dataset.statistics()["items_unseen_in_train"] == 2
     users = torch.tensor([[1.0], [-1.0]])
     items = torch.tensor([[0.0], [0.0], [1.0], [2.0]])
     content = torch.tensor([[2.0], [1.0]])  # items 2, 3 placed from content: the order swaps
@@ -95,7 +96,7 @@ def test_trainer_places_cold_items_from_content_where_the_model_can(
     tiny_dataset: Dataset, tmp_path: Path, model: str
 ) -> None:
     dataset = _with_cold_items(tiny_dataset, [0, 5, 10])
-    assert cold_items(dataset).sum() == 3
+    assert dataset.cold_items().sum() == 3
     config = RunConfig(
         model=model,
         features="f" if model == "vbpr" else None,

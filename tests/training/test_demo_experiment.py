@@ -117,7 +117,7 @@ def test_the_new_items_column_places_them_from_content_where_the_model_can(
     tmp_path: Path,
 ) -> None:
     """VBPR's row gets the cold pool placed from content, BPR's the cold pool by its vectors;
-    the second call reads the runs' pools.json."""
+    each run's pools are kept in its pools.json for the next demo."""
     dataset = with_cold_items(planted_dataset(), [0, 5, 10], to=TEST)
     rng = np.random.default_rng(0)
     dataset.add_feature_set(FeatureSet("f", {"v": rng.random((dataset.n_items, 6), "float32")}))

@@ -180,7 +180,6 @@ class Dataset:
 
     def statistics(self) -> dict[str, Any]:
         """Users, items, interactions, sparsity, split sizes and items unseen in training."""
-        train_item_degree = np.asarray(self.train.sum(axis=0)).ravel()
         return {
             "name": self.name,
             "users": self.n_users,
@@ -192,10 +191,14 @@ class Dataset:
             "test": int(self.test.nnz),
             "valid_users": int(np.count_nonzero(np.diff(self.valid.indptr))),
             "test_users": int(np.count_nonzero(np.diff(self.test.indptr))),
-            "items_unseen_in_train": int(np.count_nonzero(train_item_degree == 0)),
+            "items_unseen_in_train": int(np.count_nonzero(self.cold_items())),
             "feature_sets": {name: fs.dims for name, fs in self.features.items()},
             "has_catalog": self.catalog is not None,
         }
+
+    def cold_items(self) -> np.ndarray:
+        """``[I]`` bool: the items without a training interaction (only in valid/test)."""
+        return np.diff(self.train.tocsc().indptr) == 0
 
     def content_hash(self) -> str:
         """Hash of the split interactions; caches derived from the data are keyed by it."""

@@ -2,7 +2,7 @@
 
 from lmmrec.evaluation.evaluator import Evaluator, PerUserMetrics
 from lmmrec.evaluation.metrics import METRICS, metric_name, parse_metric
-from lmmrec.evaluation.pools import PoolResult, cold_items, evaluate_pools
+from lmmrec.evaluation.pools import PoolResult, evaluate_pools
 from lmmrec.evaluation.ranking import Ranker, TopK, top_k
 
 __all__ = [
@@ -12,7 +12,6 @@ __all__ = [
     "PoolResult",
     "Ranker",
     "TopK",
-    "cold_items",
     "evaluate_pools",
     "metric_name",
     "parse_metric",

@@ -55,11 +55,6 @@ class PoolResult:
     metrics: dict[str, float]
 
 
-def cold_items(dataset: Dataset) -> np.ndarray:
-    """``[I]`` bool: the items without a training interaction."""
-    return np.diff(dataset.train.tocsc().indptr) == 0
-
-
 def evaluate_pools(
     dataset: Dataset,
     split: str,
@@ -78,10 +73,10 @@ def evaluate_pools(
         user_vecs: ``[U, D]`` final user vectors.
         item_vecs: ``[I, D]`` final item vectors as learned.
         content_vecs: ``[C, D]`` content-only vectors of the cold items in item order (the rows
-            of :func:`cold_items`), or ``None`` for a model without a content part.
+            of :meth:`Dataset.cold_items`), or ``None`` for a model without a content part.
         ks, mask_valid_at_test, batch_size, device: as for :class:`Evaluator`.
     """
-    cold = cold_items(dataset)
+    cold = dataset.cold_items()
     if content_vecs is not None and content_vecs.shape != (int(cold.sum()), item_vecs.shape[1]):
         raise ValueError(
             f"content_vecs: expected [{int(cold.sum())}, {item_vecs.shape[1]}] (one row per cold "

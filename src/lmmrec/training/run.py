@@ -153,20 +153,25 @@ def train(
     resolved = config.model_copy(update={"model_params": step.recommender.config.model_dump()})
     run_dir = run_directory(resolved, dataset)
     previous = run_dir / CONFIG
+    features_hash = _features_hash(dataset, resolved)  # hashed once: checked, then recorded
     if resume and previous.is_file():
-        _check_same_run(run_dir, read_json(previous), resolved, dataset)
+        _check_same_run(run_dir, read_json(previous), resolved, dataset, features_hash)
     if not resume:
         for name in (CHECKPOINT, BEST, METRICS):
             (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(previous, resolved.model_dump(mode="json"))
     trainer = Trainer(step, dataset, resolved.train, run_dir, callbacks)
-    write_json(run_dir / PROVENANCE, _provenance(dataset, trainer, resolved))
+    write_json(run_dir / PROVENANCE, _provenance(dataset, trainer, features_hash))
     return RunResult(run_dir=run_dir, config=resolved, fit=trainer.fit(resume=resume))
 
 
 def _check_same_run(
-    run_dir: Path, stored: dict[str, Any], run: RunConfig, dataset: Dataset
+    run_dir: Path,
+    stored: dict[str, Any],
+    run: RunConfig,
+    dataset: Dataset,
+    features_hash: str | None,
 ) -> None:
     """Refuse to resume ``run_dir`` with another configuration or on other data.
 
@@ -185,7 +190,7 @@ def _check_same_run(
             f"since it started); {fix}"
         )
     stored_features = recorded.get("features_hash")
-    if stored_features is not None and stored_features != _features_hash(dataset, run):
+    if stored_features is not None and stored_features != features_hash:
         raise ConfigError(
             f"{run_dir} holds a run on other features (feature set {run.features!r} of "
             f"{config['dataset']} has been re-extracted since it started); {fix}"
@@ -248,13 +253,13 @@ def evaluate_run_pools(
     return {split: [PoolResult(**result) for result in stored[split]] for split in splits}
 
 
-def _provenance(dataset: Dataset, trainer: Trainer, run: RunConfig) -> dict[str, Any]:
+def _provenance(dataset: Dataset, trainer: Trainer, features_hash: str | None) -> dict[str, Any]:
     return {
         "lmmrec": lmmrec.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "dataset_hash": dataset.content_hash(),
-        "features_hash": _features_hash(dataset, run),
+        "features_hash": features_hash,
         "dataset": {k: v for k, v in dataset.statistics().items() if k != "feature_sets"},
         "device": str(trainer.runtime.device),
         "precision": trainer.runtime.precision,

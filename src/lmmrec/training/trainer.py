@@ -36,7 +36,7 @@ from lmmrec.data.dataset import Dataset
 from lmmrec.data.sampling import NegativeSampler
 from lmmrec.errors import TrainingError
 from lmmrec.evaluation.evaluator import Evaluator
-from lmmrec.evaluation.pools import PoolResult, cold_items, evaluate_pools
+from lmmrec.evaluation.pools import PoolResult, evaluate_pools
 from lmmrec.io import atomic_path, read_json, write_json
 from lmmrec.loop import (
     CheckpointSchedule,
@@ -113,7 +113,7 @@ class Trainer:
         self.module = self.runtime.wrap(self.step_module)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks or [])
-        trained = None if config.negatives == "all" else np.flatnonzero(~cold_items(dataset))
+        trained = None if config.negatives == "all" else np.flatnonzero(~dataset.cold_items())
         self.sampler = NegativeSampler(dataset.train, trained)
         groups = self.step_module.param_groups(config.lr, config.weight_decay)
         # the fused kernel updates all parameters in one pass: ~9x faster steps on CPU for
@@ -184,7 +184,7 @@ class Trainer:
         model can (:mod:`lmmrec.evaluation.pools`)."""
         item_feats = self._evaluation_features()  # encoded once (end to end) for both uses
         users, items = self.embed(item_feats)
-        cold = torch.from_numpy(cold_items(self.dataset)).to(self.runtime.device)
+        cold = torch.from_numpy(self.dataset.cold_items()).to(self.runtime.device)
         content = None
         if cold.any():
             content = content_item_vectors(
