@@ -47,6 +47,17 @@ def test_dry_run_then_run_status_and_report(tiny_source: str, tmp_path: Path) ->
     assert "no test interaction is with a cold item" in result.output
 
 
+def test_dry_run_lists_the_cells_only_picks(tiny_source: str, tmp_path: Path) -> None:
+    path = _file(tmp_path, tiny_source)
+    result = runner.invoke(app, ["experiment", "run", str(path), "--dry-run", "--only", "seed=2"])
+    assert result.exit_code == 0, result.output
+    assert "4 runs (2 picked by --only) (dry run)" in result.output
+    assert "seed=2" in result.output and "seed=1" not in result.output
+    result = runner.invoke(app, ["experiment", "run", str(path), "--only", "sede=2"])
+    assert isinstance(result.exception, ConfigError)
+    assert "have no 'sede'; filter by dataset, model" in str(result.exception)
+
+
 def test_status_shows_a_failed_runs_error(tiny_source: str, tmp_path: Path) -> None:
     path = _file(tmp_path, tiny_source, seeds=[1])
     spec = yaml.safe_load(path.read_text())

@@ -27,6 +27,7 @@ from lmmrec.experiments.runner import (
     plan,
     resolved_config,
     run_id,
+    select_runs,
 )
 from lmmrec.io import read_json, write_json
 from lmmrec.training.config import TrainConfig
@@ -97,6 +98,37 @@ def test_dry_run_trains_nothing(tiny_source: str, tmp_path: Path) -> None:
     assert result.executed == 0
     assert result.counts()["pending"] == 8
     assert not (tmp_path / "runs").exists()
+
+
+def test_only_picks_cells_by_key_grid_value_or_run_name(tiny_source: str, tmp_path: Path) -> None:
+    runs = plan(load_experiment(tiny_spec(tiny_source, tmp_path)))
+    labels = [run.cell.label() for run in runs]
+
+    def picked(*only: str) -> list[str]:
+        return [label for label, flag in zip(labels, select_runs(runs, only), strict=True) if flag]
+
+    assert picked() == labels
+    assert picked("model=vbpr") == [label for label in labels if " vbpr " in label]
+    # one key's values are alternatives, different keys all hold; numbers match as numbers
+    assert picked("model=bpr", "seed=2", "lr=5e-2") == ["tiny bpr lr=0.05 seed=2"]
+    assert len(picked("reg_weight=0.1", "reg_weight=1e-3")) == 4
+    assert picked(runs[3].run_id) == [labels[3]]
+    with pytest.raises(ConfigError, match=r"have no 'modle'; filter by dataset, model, .* lr"):
+        select_runs(runs, ["modle=bpr"])
+    with pytest.raises(ConfigError, match="matches none of the 8 runs"):
+        select_runs(runs, ["model=bpr", "reg_weight=0.1"])  # BPR has no reg_weight grid
+    with pytest.raises(ConfigError, match="must look like KEY=VALUE"):
+        select_runs(runs, ["model="])
+
+
+def test_only_runs_the_picked_cells_and_keeps_every_row(tiny_source: str, tmp_path: Path) -> None:
+    result = run_experiment(tiny_spec(tiny_source, tmp_path), only=["model=bpr"], progress=False)
+    assert result.executed == 4
+    table = pd.read_parquet(tmp_path / "results.parquet")
+    assert len(table) == 8
+    assert set(table.loc[table["model"] == "bpr", "state"]) == {"done"}
+    assert set(table.loc[table["model"] == "vbpr", "state"]) == {"pending"}
+    assert result.selected == list(table["model"] == "bpr")
 
 
 def test_run_then_resume_executes_nothing(tiny_source: str, tmp_path: Path) -> None:

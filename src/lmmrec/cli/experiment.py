@@ -58,6 +58,14 @@ def run(
     threads: Annotated[
         int | None, typer.Option(help="torch threads per run (runs x threads <= cores)")
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="run only the cells picked by KEY=VALUE (dataset, model, encoder, paradigm, "
+            "seed or a grid key) or a run name (repeatable: one key's values are alternatives)",
+        ),
+    ] = None,
 ) -> None:
     """Run every cell of the grid that has not finished (resumable; failed cells retried)."""
     from lmmrec.experiments import run_experiment
@@ -71,11 +79,14 @@ def run(
         address=address,
         threads=threads,
         console=console,
+        only=only or (),
     )
     frame = result.results
     if dry_run:
-        console.print(f"[bold]{result.experiment.name}[/bold]: {len(frame)} runs (dry run)")
-        for row in frame.itertuples():
+        listed = frame[result.selected] if only else frame
+        picked = f" ({len(listed)} picked by --only)" if only else ""
+        console.print(f"[bold]{result.experiment.name}[/bold]: {len(frame)} runs{picked} (dry run)")
+        for row in listed.itertuples():
             console.print(_run_line(row), highlight=False, soft_wrap=True)
     console.print(_state_table(f"{result.experiment.name}: runs", state_counts(frame)))
     if not dry_run:

@@ -16,7 +16,8 @@ configuration, state, best epoch, validation and test metrics.
 Resuming: finished runs are never repeated; interrupted ones continue from ``checkpoint.pt``
 (``train(resume=True)``); failed ones are tried again. A failed cell never stops the others.
 Runs that share a machine share its cores: each run gets ``threads`` torch threads, and at most
-``cores // threads`` run at once.
+``cores // threads`` run at once. ``only`` narrows a call to some cells (``model=mmgcn``,
+``seed=2022``, a grid key, a run name: :func:`select_runs`); the results table keeps them all.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class ExperimentRun:
     results: pd.DataFrame
     executed: int = 0
     seconds: float = 0.0
+    selected: list[bool] = field(default_factory=list)  # per run (and results row): in `only`
 
     def counts(self) -> dict[str, int]:
         return state_counts(self.results)
@@ -190,6 +192,72 @@ def plan(experiment: Experiment, inputs: Inputs | None = None) -> list[PlannedRu
     return planned
 
 
+CELL_KEYS = ("dataset", "model", "encoder", "paradigm", "seed", "run")
+
+
+def select_runs(
+    runs: list[PlannedRun], only: Iterable[str], where: str = "experiment"
+) -> list[bool]:
+    """Which runs the filters pick, one flag per run.
+
+    A filter is ``KEY=VALUE``, with ``KEY`` one of :data:`CELL_KEYS` or a grid key of the file
+    (``lr=0.01`` matches 1e-2 too), or a run's name alone (``mmgcn-84f7fafb3d48``). Filters on
+    one key are alternatives, filters on different keys must all hold: ``model=bm3 model=bpr
+    seed=2022`` picks both models' seed-2022 runs. No filter picks every run.
+
+    Raises:
+        ConfigError: a filter of the wrong shape, a key no run has, or filters that pick nothing.
+    """
+    wanted: dict[str, list[str]] = {}
+    for text in only:
+        key, sep, value = text.partition("=")
+        key, value = (key.strip(), value.strip()) if sep else ("run", text.strip())
+        if not key or not value:
+            raise ConfigError(f"--only {text!r} must look like KEY=VALUE or a run name")
+        wanted.setdefault(key, []).append(value)
+    grid_keys = {key for run in runs for key in run.cell.point}
+    for key in wanted:
+        if key not in CELL_KEYS and key not in grid_keys:
+            known = ", ".join([*CELL_KEYS, *sorted(grid_keys)])
+            raise ConfigError(f"--only: the runs of {where} have no {key!r}; filter by {known}")
+    flags = [
+        all(
+            any(_matches(_cell_value(run, key), v) for v in values)
+            for key, values in wanted.items()
+        )
+        for run in runs
+    ]
+    if runs and not any(flags):
+        picked = " ".join(f"{key}={v}" for key, values in wanted.items() for v in values)
+        raise ConfigError(
+            f"--only {picked} matches none of the {len(runs)} runs of {where}; "
+            "see them with `lmmrec experiment run FILE --dry-run`"
+        )
+    return flags
+
+
+def _cell_value(run: PlannedRun, key: str) -> Any:
+    if key == "run":
+        return run.run_id
+    if key in CELL_KEYS:
+        return getattr(run.cell, key)
+    return run.cell.point.get(key)
+
+
+def _matches(actual: Any, wanted: str) -> bool:
+    """``actual`` (a cell's value) equals the filter's text, numbers compared as numbers."""
+    if actual is None:
+        return False
+    if str(actual) == wanted:
+        return True
+    if isinstance(actual, bool):
+        return wanted.lower() == str(actual).lower()
+    if isinstance(actual, int | float):
+        with contextlib.suppress(ValueError):
+            return float(actual) == float(wanted)
+    return False
+
+
 def _refuse_duplicates(runs: list[PlannedRun]) -> None:
     """Two cells with one run name would train into one directory: refuse them, named."""
     seen: dict[str, Cell] = {}
@@ -207,7 +275,8 @@ def _refuse_duplicates(runs: list[PlannedRun]) -> None:
 def prepare_features(
     experiment: Experiment, runs: list[PlannedRun], inputs: Inputs, say: Callable[[str], None]
 ) -> list[PlannedRun]:
-    """Extract the feature sets that waiting cells need (once each), then plan again."""
+    """Extract the feature sets that the waiting ones of ``runs`` need (once each), then plan
+    every cell again."""
     from lmmrec.encoders import build, extract_features
 
     wanted = {
@@ -224,7 +293,8 @@ def prepare_features(
         inputs.forget_features(source, entry.features)
     new_plan = plan(experiment, inputs)
     for run in new_plan:
-        if run.waiting is not None:  # extraction failed: the cell fails with that reason
+        tried = (run.cell.config["dataset"], run.cell.encoder) in wanted
+        if run.waiting is not None and tried:  # extraction failed: the cell fails with that reason
             run.problem, run.waiting = f"{run.waiting}, but extraction failed", None
     return new_plan
 
@@ -540,6 +610,7 @@ def run_experiment(
     threads: int | None = None,
     console: Any = None,
     progress: bool = True,
+    only: Iterable[str] = (),
 ) -> ExperimentRun:
     """Run every cell of an experiment that has not finished; write the results table.
 
@@ -551,6 +622,8 @@ def run_experiment(
         address: an existing Ray cluster (``ray`` backend); default: a local Ray instance.
         threads: torch threads per run; default the file's ``threads``, else all cores for
             local runs and 1 per run on Ray (so runs x threads <= cores).
+        only: run only the cells these filters pick (:func:`select_runs`); the results table
+            still holds every cell.
     """
     from rich.console import Console
 
@@ -563,13 +636,16 @@ def run_experiment(
     started = time.perf_counter()
     inputs = Inputs()
     runs = plan(experiment, inputs)
-    if not dry_run and any(run.waiting for run in runs):
-        runs = prepare_features(experiment, runs, inputs, console.print)
+    selected = select_runs(runs, only, experiment.where)
+    picked = [i for i, pick in enumerate(selected) if pick]
+    if not dry_run and any(runs[i].waiting for i in picked):
+        runs = prepare_features(experiment, [runs[i] for i in picked], inputs, console.print)
     statuses = {id(run): run_state(run) for run in runs}
     records = {id(run): run_record(run, statuses[id(run)]) for run in runs}
+    chosen = [runs[i] for i in picked]  # replanned after extraction: same cells, same order
     todo = [
         run
-        for run in runs
+        for run in chosen
         if run.run_dir is not None
         and statuses[id(run)]["state"] in ("pending", "interrupted", "failed")
     ]
@@ -578,8 +654,8 @@ def run_experiment(
         cores = os.cpu_count() or 1
         per_run = threads or experiment.spec.threads or (cores if backend == "local" else 1)
         per_run = max(1, min(per_run, cores))
-        done = sum(1 for s in statuses.values() if s["state"] == "done")
-        failed_inputs = sum(1 for run in runs if run.problem is not None)
+        done = sum(1 for run in chosen if statuses[id(run)]["state"] == "done")
+        failed_inputs = sum(1 for run in chosen if run.problem is not None)
         total = done + failed_inputs + len(todo)
         output = experiment.output_dir
         write_results(output, results_frame(records.values()))
@@ -609,7 +685,8 @@ def run_experiment(
             finally:  # Ctrl-C included: the table says what was done
                 write_results(output, results_frame(records.values()))
     frame = results_frame(records.values())
-    return ExperimentRun(experiment, runs, frame, executed, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return ExperimentRun(experiment, runs, frame, executed, elapsed, selected)
 
 
 def _check_logger(experiment: Experiment) -> None:
