@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from lmmrec.data.features import FeatureSet
 from lmmrec.data.splits import TEST
 from lmmrec.experiments import load_experiment, run_experiment
 from lmmrec.experiments.report import TEST_USERS, build_report, to_latex, write_report
+from lmmrec.training import evaluate_run_pools
 from planted import planted_dataset, with_cold_items
 
 pytest.importorskip("matplotlib")
@@ -148,7 +150,9 @@ def test_report_pools_table_from_cached_cold_start_evaluations(
     assert pools is not None and list(pools["model"]) == ["bpr", "vbpr"]
     assert (pools["items.cold"] == 3).all() and (pools["items.warm"] == 37).all()
     bpr, vbpr = pools.iloc[0], pools.iloc[1]
-    assert np.isnan(bpr["cold, from content"]) and 0 <= vbpr["cold, from content"] <= 1
+    assert np.isnan(bpr["cold content"]) and 0 <= vbpr["cold content"] <= 1
+    # BPR ran without features: no map; VBPR's places the cold items in the full ranking too
+    assert np.isnan(bpr["all +map"]) and 0 <= vbpr["all +map"] <= 1
     # the all column is the run's own test metric
     assert bpr["all"] == pytest.approx(table.rows.iloc[0]["recall@20.mean"])
     for run_dir in table.rows["run_dirs"].sum():
@@ -160,11 +164,22 @@ def test_report_pools_table_from_cached_cold_start_evaluations(
     monkeypatch.setattr("lmmrec.training.run.load_run", no_reload)
     again = build_report(experiment, plots=False, pools=True)
     pd.testing.assert_frame_equal(again.tables[0].pools, pools)
+    monkeypatch.undo()
+    # a pools.json written by an lmmrec before the mapped placement is evaluated again
+    stored = Path(table.rows.iloc[1]["run_dirs"][0]) / "pools.json"
+    record = json.loads(stored.read_text())
+    old = {"best": record["best"], "splits": {"test": record["splits"]["test"][:2]}}
+    stored.write_text(json.dumps(old))
+    results = evaluate_run_pools(stored.parent, ("test",), cached=True)["test"]
+    assert "mapped" in {r.scored_by for r in results}
+    assert json.loads(stored.read_text())["version"] == 2
     paths = write_report(again, tmp_path)
     markdown = paths["md"].read_text()
-    assert "| model | encoder | paradigm | all (40 items) | warm (37 items) | cold (3 items) |" in (
-        markdown
-    )
+    assert (
+        "| model | encoder | paradigm | all | all +content | all +map | warm | cold | "
+        "cold content | cold map |"
+    ) in markdown
+    assert "(items: 40 all, 37 warm, 3 cold)" in markdown
     assert "item cold start" in markdown
     page = _Page()
     page.feed(paths["html"].read_text())
@@ -195,5 +210,5 @@ def test_a_run_that_cannot_be_evaluated_is_left_out_with_its_error(
     (note,) = [n for n in again.notes if "left out" in n]
     assert str(run_dir) in note and "does not exist" in note
     pools = again.tables[0].pools
-    assert pools is not None and np.isnan(pools.iloc[1]["cold, from content"])
+    assert pools is not None and np.isnan(pools.iloc[1]["cold content"])
     assert pools.iloc[0]["all"] == report.tables[0].pools.iloc[0]["all"]  # BPR's, from its cache

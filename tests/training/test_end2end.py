@@ -282,7 +282,8 @@ def test_end_to_end_pools_encode_the_catalogue_once_and_place_new_items_from_con
     monkeypatch.setattr(step.encoding, "encode_all", lambda: calls.append(1) or encode_all())
     results = trainer.evaluate_pools("test")
     assert len(calls) == 1
-    assert [(r.pool, r.scored_by, r.n_items) for r in results][-2:] == [
+    assert [(r.pool, r.scored_by, r.n_items) for r in results][-3:] == [
         ("cold", "learned", 3),
         ("cold", "content", 3),
+        ("cold", "mapped", 3),
     ]

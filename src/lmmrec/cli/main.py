@@ -248,7 +248,8 @@ def evaluate(
         bool,
         typer.Option(
             help="item cold-start evaluation: rank warm and cold items (those without training "
-            "interactions) each in a pool of its own, cold items also placed from their content"
+            "interactions) each in a pool of its own, cold items also placed from their content "
+            "(by the model's content part and by a ridge map fitted on the warm items)"
         ),
     ] = False,
 ) -> None:
@@ -261,7 +262,7 @@ def evaluate(
         return
     rows = [
         (
-            f"{split} {r.pool}" + (" (content)" if r.scored_by == "content" else ""),
+            f"{split} {r.pool}" + ("" if r.scored_by == "learned" else f" ({r.scored_by})"),
             r.metrics,
             [str(r.n_items), str(r.n_users)],
         )
@@ -274,7 +275,8 @@ def evaluate(
             rows,
             ("items", "users"),
             "R@K: Recall@K, N@K: NDCG@K; warm / cold: items with / without training interactions, "
-            "each ranked among its pool; (content): cold items placed from their content alone",
+            "each ranked among its pool; cold items placed from their content alone by "
+            "(content) the model's content part, (mapped) a ridge map fitted on the warm items",
         )
     )
 

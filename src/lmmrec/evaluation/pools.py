@@ -15,8 +15,13 @@ own (``Evaluator(items=...)``):
 
 * ``all``: every item by its learned vector (MMRec's protocol, what training reports);
 * ``warm``: the items with training interactions, learned vectors;
-* ``cold``: the items without, by their learned vectors, and again by their content-only
-  vectors when the model has a content part (``scored_by="content"``).
+* ``cold``: the items without, by their learned vectors.
+
+Each *placement* of the cold items (``{name: [C, D] vectors}``: ``content`` for the model's own
+content part, ``mapped`` for a ridge map fitted on the warm items,
+:mod:`lmmrec.models.content_map`) adds a ``cold`` row ranked by those vectors and an ``all`` row
+where they replace the cold items' learned vectors: the lists a service that places its new items
+that way would show (``scored_by`` names the placement).
 
 A pool whose split holds no held-out item is left out (a dataset without cold items has no cold
 rows); in a pool of fewer than K items, ``metric@K`` ranks all of them, without the evaluator's
@@ -41,8 +46,8 @@ class PoolResult:
 
     Attributes:
         pool: ``"all"``, ``"warm"`` or ``"cold"``.
-        scored_by: ``"learned"`` (the model's item vectors) or ``"content"`` (content-only
-            vectors of the cold items).
+        scored_by: ``"learned"`` (the model's item vectors) or the name of a placement of the
+            cold items (``"content"``, ``"mapped"``).
         n_items: candidate items in the pool.
         n_users: users evaluated (those with held-out items in the pool).
         metrics: ``{"recall@20": ..., ...}``, means over those users.
@@ -60,7 +65,7 @@ def evaluate_pools(
     split: str,
     user_vecs: torch.Tensor,
     item_vecs: torch.Tensor,
-    content_vecs: torch.Tensor | None = None,
+    placements: dict[str, torch.Tensor] | None = None,
     *,
     ks: list[int] | tuple[int, ...] = (5, 10, 20, 50),
     mask_valid_at_test: bool = False,
@@ -72,16 +77,23 @@ def evaluate_pools(
     Args:
         user_vecs: ``[U, D]`` final user vectors.
         item_vecs: ``[I, D]`` final item vectors as learned.
-        content_vecs: ``[C, D]`` content-only vectors of the cold items in item order (the rows
-            of :meth:`Dataset.cold_items`), or ``None`` for a model without a content part.
+        placements: ``{name: [C, D]}`` vectors of the cold items in item order (the rows of
+            :meth:`Dataset.cold_items`) by each way of placing them, in the order of the rows.
         ks, mask_valid_at_test, batch_size, device: as for :class:`Evaluator`.
     """
     cold = dataset.cold_items()
-    if content_vecs is not None and content_vecs.shape != (int(cold.sum()), item_vecs.shape[1]):
-        raise ValueError(
-            f"content_vecs: expected [{int(cold.sum())}, {item_vecs.shape[1]}] (one row per cold "
-            f"item), got {list(content_vecs.shape)}"
-        )
+    placements = placements or {}
+    for name, vectors in placements.items():
+        if vectors.shape != (int(cold.sum()), item_vecs.shape[1]):
+            raise ValueError(
+                f"placement {name!r}: expected [{int(cold.sum())}, {item_vecs.shape[1]}] (one "
+                f"row per cold item), got {list(vectors.shape)}"
+            )
+    cold_rows = torch.from_numpy(cold).to(item_vecs.device)
+    placed = {"learned": item_vecs}
+    for name, vectors in placements.items():
+        placed[name] = item_vecs.clone()
+        placed[name][cold_rows] = vectors.to(item_vecs)
     held_out = dataset.split(split)
     results = []
     for pool, items in (("all", None), ("warm", ~cold), ("cold", cold)):
@@ -99,19 +111,15 @@ def evaluate_pools(
                 device=device,
                 items=items,
             )
-        scorings = [("learned", item_vecs)]
-        if pool == "cold" and content_vecs is not None:
-            placed = item_vecs.clone()
-            placed[torch.from_numpy(cold).to(placed.device)] = content_vecs.to(placed)
-            scorings.append(("content", placed))
-        for scored_by, vectors in scorings:
+        scorings = ["learned"] if pool == "warm" else list(placed)
+        for scored_by in scorings:
             results.append(
                 PoolResult(
                     pool=pool,
                     scored_by=scored_by,
                     n_items=evaluator.n_items,
                     n_users=evaluator.n_users,
-                    metrics=evaluator.evaluate(user_vecs, vectors),
+                    metrics=evaluator.evaluate(user_vecs, placed[scored_by]),
                 )
             )
     return results

@@ -116,9 +116,12 @@ def per_user_metric(run_dirs: list[str], metric: str) -> tuple[np.ndarray, np.nd
 
 POOL_COLUMNS = {
     ("all", "learned"): "all",
+    ("all", "content"): "all +content",
+    ("all", "mapped"): "all +map",
     ("warm", "learned"): "warm",
     ("cold", "learned"): "cold",
-    ("cold", "content"): "cold, from content",
+    ("cold", "content"): "cold content",
+    ("cold", "mapped"): "cold map",
 }
 
 
@@ -175,10 +178,7 @@ def pool_cells(report: Report, table: DatasetTable) -> tuple[list[str], list[lis
     """Headers and cells of a dataset's item cold-start table (all writers share them)."""
     assert table.pools is not None
     pools = table.pools
-    headers = ["model", "encoder", "paradigm"]
-    for column in POOL_COLUMNS.values():
-        size = pools.get(f"items.{column}")  # "cold, from content" has no size of its own
-        headers.append(column if size is None else f"{column} ({int(size.max())} items)")
+    headers = ["model", "encoder", "paradigm", *POOL_COLUMNS.values()]
     best = {c: set(pools.index[pools[c] == pools[c].max()]) for c in POOL_COLUMNS.values()}
     body = []
     for index, row in pools.iterrows():
@@ -193,11 +193,20 @@ def pool_cells(report: Report, table: DatasetTable) -> tuple[list[str], list[lis
 
 
 def _pool_caption(report: Report, table: DatasetTable) -> str:
+    assert table.pools is not None
+    sizes = ", ".join(
+        f"{int(table.pools[f'items.{pool}'].max())} {pool}"
+        for pool in ("all", "warm", "cold")
+        if f"items.{pool}" in table.pools
+    )
     return (
         f"{table.dataset}: item cold start, test {report.select} of the same runs (mean over "
-        "seeds), each pool ranked on its own: warm items have training interactions, cold "
-        "ones have none; 'from content' places the cold items from their content alone, as "
-        "the service places a new item (models with a content part); best per column in bold."
+        f"seeds), each pool ranked on its own (items: {sizes}): warm items have training "
+        "interactions, cold ones have none. Cold items placed as the service places a new "
+        "item: 'content' by the model's own content part (models with one), 'map' by a ridge "
+        "map from item features to the learned item vectors fitted on the warm items (models "
+        "trained with features); 'all +...' ranks every item with the cold ones so placed. "
+        "Best per column in bold."
     )
 
 

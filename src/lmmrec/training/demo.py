@@ -106,9 +106,9 @@ def rank_new_items(rows: list[DemoRow]) -> None:
 
     for row in tqdm(rows, desc="ranking the new items", unit="run", leave=False, disable=None):
         results = evaluate_run_pools(Path(row.run_dir), ("test",), cached=True)["test"]
-        cold = [r for r in results if r.pool == "cold"]
-        if cold:  # the content placement when the model has one, else the learned vectors
-            row.new_items = cold[-1].metrics
+        cold = {r.scored_by: r for r in results if r.pool == "cold"}
+        if cold:  # the model's content placement when it has one, else the learned vectors
+            row.new_items = cold.get("content", cold["learned"]).metrics
 
 
 def demo_rows(experiment: Experiment, results: Any) -> list[DemoRow]:

@@ -42,6 +42,7 @@ from lmmrec.training.trainer import (
 CONFIG = "config.json"
 PROVENANCE = "run.json"
 POOLS = "pools.json"  # evaluate_run_pools(cached=True)
+POOLS_VERSION = 2  # what a pools.json holds: 2 added the mapped placement; older ones are redone
 
 
 @dataclass
@@ -233,8 +234,8 @@ def evaluate_run_pools(
     """Item cold-start evaluation of a run's best checkpoint (:meth:`Trainer.evaluate_pools`).
 
     With ``cached=True`` the results are kept in the run directory's ``pools.json`` and reused
-    while ``best.pt`` is unchanged (its size and modification time), so reports evaluate each
-    run once.
+    while ``best.pt`` is unchanged (its size and modification time) and the file holds what
+    this version of lmmrec evaluates (:data:`POOLS_VERSION`), so reports evaluate each run once.
     """
     run_dir = Path(run_dir)
     best = run_dir / BEST
@@ -242,14 +243,16 @@ def evaluate_run_pools(
     stored: dict[str, Any] = {}
     if cached and (run_dir / POOLS).is_file():
         record = read_json(run_dir / POOLS)
-        stored = record.get("splits", {}) if record.get("best") == stamp else {}
+        current = record.get("best") == stamp and record.get("version") == POOLS_VERSION
+        stored = record.get("splits", {}) if current else {}
     missing = [split for split in splits if split not in stored]
     if missing:
         _, _, trainer = load_run(run_dir)
         for split in missing:
             stored[split] = [asdict(result) for result in trainer.evaluate_pools(split)]
         if cached:
-            write_json(run_dir / POOLS, {"best": stamp, "splits": stored})
+            record = {"best": stamp, "version": POOLS_VERSION, "splits": stored}
+            write_json(run_dir / POOLS, record)
     return {split: [PoolResult(**result) for result in stored[split]] for split in splits}
 
 

@@ -50,6 +50,8 @@ from lmmrec.loop import (
 )
 from lmmrec.models.base import ItemFeatures, Recommender
 from lmmrec.models.cold_start import content_item_vectors
+from lmmrec.models.content_head import ContentHead
+from lmmrec.models.content_map import RIDGES, ContentMap, choose_content_map, fit_ridge_path
 from lmmrec.runtime import Runtime, release_freed_memory
 from lmmrec.training.config import TrainConfig
 from lmmrec.training.sources import StepModule, StoredFeatures
@@ -180,27 +182,70 @@ class Trainer:
 
     def evaluate_pools(self, split: str = "test") -> list[PoolResult]:
         """Item cold-start evaluation of the model as it is now: ``split`` ranked in the pools
-        of all, warm and cold items, cold items also placed from their content alone when the
-        model can (:mod:`lmmrec.evaluation.pools`)."""
-        item_feats = self._evaluation_features()  # encoded once (end to end) for both uses
+        of all, warm and cold items, the cold items also placed from their content alone, by
+        the model's own content part (``content``) and by a ridge map fitted on the warm items
+        (``mapped``, :meth:`content_map`), where the model can (:mod:`lmmrec.evaluation.pools`)."""
+        item_feats = self._evaluation_features()  # encoded once (end to end) for every use
         users, items = self.embed(item_feats)
         cold = torch.from_numpy(self.dataset.cold_items()).to(self.runtime.device)
-        content = None
+        placements = {}
         if cold.any():
-            content = content_item_vectors(
-                self.model, {m: f[cold].float() for m, f in item_feats.items()}
-            )
+            cold_feats = {m: f[cold].float() for m, f in item_feats.items()}
+            content = content_item_vectors(self.model, cold_feats)
+            if content is not None:
+                placements["content"] = content
+            if item_feats:
+                mapped = self.content_map(item_feats, (users, items))
+                placements["mapped"] = mapped.head.to(self.runtime.device)(cold_feats)
         results = evaluate_pools(
             self.dataset,
             split,
             users,
             items,
-            content,
+            placements,
             mask_valid_at_test=split == "test" and self.config.mask_valid_at_test,
             **self._evaluator_args,
         )
         release_freed_memory()
         return results
+
+    def content_map(
+        self,
+        item_feats: ItemFeatures | None = None,
+        vectors: tuple[torch.Tensor, torch.Tensor] | None = None,
+        ridges: tuple[float, ...] = RIDGES,
+    ) -> ContentMap:
+        """A ridge map from item features to this model's item vectors, fitted on the warm
+        items (:mod:`lmmrec.models.content_map`), for placing new items. The penalty is the one
+        whose map, placing the cold items, gives the best validation ``valid_metric`` in the
+        full ranking; without held-out interactions on cold items to judge by, the one with
+        the least leave-one-out error.
+
+        Args:
+            item_feats: every item's features, ``{modality: [I, d_m]}`` (default: the step
+                module's, as :meth:`embed` reads them).
+            vectors: ``([U, D], [I, D])`` from :meth:`embed` of those features, if at hand.
+
+        Raises:
+            DataError: the model was trained without item features.
+        """
+        item_feats = self._evaluation_features() if item_feats is None else item_feats
+        users, items = self.embed(item_feats) if vectors is None else vectors
+        cold_items = self.dataset.cold_items()  # [I] bool
+        cold = torch.from_numpy(cold_items).to(items.device)
+        warm_feats = {m: f[~cold] for m, f in item_feats.items()}
+        path = fit_ridge_path(warm_feats, items[~cold], ridges)
+        metric = self.config.valid_metric
+        if self.dataset.split("valid")[:, np.flatnonzero(cold_items)].nnz == 0:
+            return choose_content_map(path)
+        cold_feats = {m: f[cold].float() for m, f in item_feats.items()}
+
+        def score(head: ContentHead) -> float:
+            placed = items.clone()
+            placed[cold] = head.to(items.device)(cold_feats)
+            return self.valid_evaluator.evaluate(users, placed)[metric]
+
+        return choose_content_map(path, score, f"valid {metric}")
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Metrics of the model as it is now on ``split`` (``"valid"`` or ``"test"``)."""
