@@ -94,6 +94,26 @@ def test_paradigms_follow_what_each_encoder_offers(tmp_path: Path) -> None:
     assert by["dual", "frozen"]["model_params"] == {}
 
 
+def test_an_id_only_model_runs_beside_the_features_it_names(tmp_path: Path) -> None:
+    """With `encoders:` BPR trains beside their stored features (to place new items by a map),
+    in the frozen and fine-tuned cells, never end to end; without, once and without features."""
+    spec = tiny_spec("x", tmp_path, paradigms=["frozen", "finetuned", "end2end"], seeds=[1])
+    spec["encoders"] = {
+        "dual": {
+            "features": "dual",
+            "finetuned": {"features": "dual-ft"},
+            "encoder": {"spec": "dual:default", "lr": 1e-4},
+        }
+    }
+    spec["models"] = {"bpr": {"encoders": ["dual"]}, "lightgcn": {}}
+    cells = load_experiment(spec).cells
+    assert [(c.model, c.encoder, c.paradigm, c.config.get("features")) for c in cells] == [
+        ("bpr", "dual", "frozen", "dual"),
+        ("bpr", "dual", "finetuned", "dual-ft"),
+        ("lightgcn", None, None, None),
+    ]
+
+
 def _error(spec: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as caught:
         load_experiment(spec)

@@ -17,7 +17,7 @@ from content_fixtures import COLOURS, ENCODER, png_bytes
 from PIL import Image
 
 from lmmrec.encoders import ItemBatch, build
-from lmmrec.models.cold_start import content_item_vectors
+from lmmrec.errors import ConfigError
 from lmmrec.serving.background import BackgroundServer
 from lmmrec.serving.bundle import Bundle
 from lmmrec.serving.client import Client, item_content
@@ -36,24 +36,26 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _model(run_dir: Path) -> torch.nn.Module:
+def _head(run_dir: Path) -> torch.nn.Module:
+    """The head a bundle places new items by (``placement="map"``): the run's ridge map."""
     _, _, trainer = load_run(run_dir)
-    return trainer.model
+    return trainer.content_map().head
 
 
 def _expected(run_dir: Path, text: str, image: bytes | None) -> torch.Tensor:
-    """``[D]``: content_item_vectors of the item encoded by a fresh ``servingtiny``."""
+    """``[D]``: the map's vector of the item encoded by a fresh ``servingtiny``."""
     encoder = build(ENCODER)
     pil = None if image is None else Image.open(io.BytesIO(image)).convert("RGB")
     with torch.no_grad():
         feats = encoder(encoder.preprocess(ItemBatch(texts=[text], images=[pil])))
     if image is None:
         feats["image"] = torch.zeros_like(feats["image"])  # the feature set's zeros policy
-    return content_item_vectors(_model(run_dir), feats)[0]
+    with torch.no_grad():
+        return _head(run_dir)(feats)[0]
 
 
-def test_the_bundle_carries_the_encoder_and_the_content_head(content_run) -> None:
-    _, bundle_dir = content_run
+def test_the_bundle_carries_the_encoder_and_the_content_head(content_run, tmp_path: Path) -> None:
+    run_dir, bundle_dir = content_run
     manifest = json.loads((bundle_dir / "bundle.json").read_text())
     content = manifest["content"]
     assert content["encoder"]["spec"] == ENCODER and content["fill"] == "zeros"
@@ -64,8 +66,22 @@ def test_the_bundle_carries_the_encoder_and_the_content_head(content_run) -> Non
 
     head = load_file(str(bundle_dir / CONTENT / HEAD))  # plain tensors only
     assert set(head) == {"weight.image", "weight.text", "bias", "fill.image", "fill.text"}
-    assert head["weight.image"].shape == (16, 5)  # [2D, d_image]: the ID rows are zero
-    assert not head["weight.image"][:8].any()
+    # by default the run's ridge map, its penalty recorded
+    mapped = load_run(run_dir)[2].content_map()
+    assert content["placement"] == "map" and content["ridge"] == mapped.ridge
+    assert content["selected_by"] == mapped.selected_by
+    for name, tensor in mapped.head.tensors().items():
+        np.testing.assert_array_equal(head[name], tensor.numpy())
+    # or VBPR's own content part: [0, W f + b], the ID rows zero
+    from lmmrec.serving.bundle import export_bundle
+
+    own = export_bundle(run_dir, tmp_path / "own", placement="model")
+    head = load_file(str(own / CONTENT / HEAD))
+    assert head["weight.image"].shape == (16, 5)  # [2D, d_image]
+    assert not head["weight.image"][:8].any() and head["weight.image"][8:].any()
+    assert json.loads((own / "bundle.json").read_text())["content"]["placement"] == "model"
+    with pytest.raises(ConfigError, match="placement 'nearest' is unknown; use one of map, model"):
+        export_bundle(run_dir, tmp_path / "bad", placement="nearest")
 
 
 def test_an_added_item_is_placed_by_its_content_and_rankable(
@@ -94,7 +110,7 @@ def test_a_catalogue_item_re_encoded_as_new_gets_its_content_vector(
 ) -> None:
     run_dir, _ = content_run
     bundle = Bundle.load(writable_dir)
-    model = _model(run_dir)
+    head = _head(run_dir)
     _, dataset, _ = load_run(run_dir)
     stored = dataset.feature_set("tiny").to_tensors()
     client = Client.open(writable_dir)
@@ -112,7 +128,8 @@ def test_a_catalogue_item_re_encoded_as_new_gets_its_content_vector(
     client.add_items(request)
     service = client._service
     got = service.items.vecs[[service.items.index_of[f"again-{i}"] for i in items]]
-    want = content_item_vectors(model, {m: t[items] for m, t in stored.items()})
+    with torch.no_grad():
+        want = head({m: t[items] for m, t in stored.items()})
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -366,7 +383,8 @@ def test_an_end_to_end_bundle_places_items_with_its_trained_encoder(tmp_path: Pa
     with torch.no_grad():
         feats = trained(trained.preprocess(ItemBatch(texts=["red toy mug"], images=[None])))
     feats["image"] = torch.zeros_like(feats["image"])  # end to end: absent inputs are zeros
-    want = content_item_vectors(trainer.model, feats)[0]
+    with torch.no_grad():  # the map, fitted on the trained encoder's features
+        want = trainer.content_map().head(feats)[0]
     service = client._service
     torch.testing.assert_close(service.items.vecs[service.items.index_of["n"]], want)
 

@@ -23,14 +23,22 @@ def export(
             "cannot be found from their manifest (new items are encoded with it)"
         ),
     ] = None,
+    placement: Annotated[
+        str,
+        typer.Option(
+            help="how new items get vectors: map (a ridge map from item features to the learned "
+            "item vectors, fitted on the catalogue; any model trained with features) or model "
+            "(the model's own content part: vbpr, freedom, bm3)"
+        ),
+    ] = "map",
 ) -> None:
     """Write a run's serving bundle (vectors, id maps, seen items, catalogue, manifest).
 
-    For content models (vbpr, freedom, bm3) the bundle also holds the item encoder and content
+    For runs trained with item features the bundle also holds the item encoder and the content
     head that place new items."""
     from lmmrec.serving import export_bundle, load_bundle
 
-    path = export_bundle(run_dir, bundle, encoder=encoder)
+    path = export_bundle(run_dir, bundle, encoder=encoder, placement=placement)
     manifest = load_bundle(path).manifest
     console.print(
         f"bundle {path}: {manifest['model']} on {manifest['dataset']}, "
@@ -38,7 +46,12 @@ def export(
     )
     content = manifest.get("content")
     if content:
-        console.print(f"new items: encoded with {content['encoder']['spec']} (POST /items)")
+        how = "the model's content part"
+        if content.get("placement") == "map":
+            how = f"a ridge map (penalty {content['ridge']:g}, by {content['selected_by']})"
+        console.print(
+            f"new items: encoded with {content['encoder']['spec']}, placed by {how} (POST /items)"
+        )
     else:
         console.print(f"new items cannot be added: {manifest.get('no_content')}")
 

@@ -507,10 +507,14 @@ def _check_encoder_spec(text: str, where: str, loc: str) -> None:
 def _content_cells(
     spec: ExperimentSpec, model: str, entry: ModelEntry, where: str
 ) -> list[tuple[str | None, str | None]]:
-    """The (encoder, paradigm) pairs a model runs in; ``[(None, None)]`` for id-only models."""
+    """The (encoder, paradigm) pairs a model runs in. An ID-only model runs without features,
+    ``[(None, None)]``, unless its entry names ``encoders:``: then it trains beside their stored
+    features (frozen, fine-tuned), which it ignores, so that its runs can place new items by a
+    map from those features (:meth:`lmmrec.training.Trainer.content_map`)."""
     from lmmrec.models import registry
 
-    if not registry.get(model).needs_features:
+    id_only = not registry.get(model).needs_features
+    if id_only and entry.encoders is None:
         return [(None, None)]
     if not spec.encoders:
         raise ConfigError(
@@ -518,6 +522,8 @@ def _content_cells(
             "(e.g. encoders: {mine: {features: FEATURE_SET_NAME}})"
         )
     paradigms = [p for p in spec.paradigms if entry.paradigms is None or p in entry.paradigms]
+    if id_only:  # the encoder would get no gradient end to end
+        paradigms = [p for p in paradigms if p != "end2end"]
     pairs = [
         (label, paradigm)
         for label in (entry.encoders or list(spec.encoders))

@@ -222,15 +222,20 @@ def load_bundle(path: str | Path) -> Bundle:
 
 
 def export_bundle(
-    run_dir: str | Path, out_dir: str | Path, encoder: str | Path | None = None
+    run_dir: str | Path,
+    out_dir: str | Path,
+    encoder: str | Path | None = None,
+    placement: str = "map",
 ) -> Path:
     """Write the serving bundle of a finished run (its best checkpoint) to ``out_dir``.
 
     The run's dataset is loaded once, here, for the id maps, seen items and catalogue; the
-    bundle needs neither afterwards. When the model can place new items from content, the
-    bundle also holds the item encoder and the model's content head
+    bundle needs neither afterwards. When the run can place new items from content, the
+    bundle also holds the item encoder and a content head
     (:func:`lmmrec.serving.content.content_of_run`; ``encoder`` names the spec or saved folder
-    that made a frozen or fine-tuned run's features when it cannot be found from them).
+    that made a frozen or fine-tuned run's features when it cannot be found from them;
+    ``placement`` is ``map``, a ridge map fitted on the catalogue, or ``model``, the model's
+    own content part).
     """
     from lmmrec.serving.content import content_of_run
     from lmmrec.training.run import PROVENANCE, load_run
@@ -239,7 +244,7 @@ def export_bundle(
     run_dir = Path(run_dir)
     config, dataset, trainer = load_run(run_dir)
     user_vecs, item_vecs = trainer.embed()
-    content, no_content = content_of_run(config, dataset, trainer, encoder)
+    content, no_content = content_of_run(config, dataset, trainer, encoder, placement)
     seen = (dataset.train + dataset.valid + dataset.test).tocsr()
     catalog = dataset.catalog
     texts = catalog.texts if catalog is not None else [""] * dataset.n_items

@@ -1,9 +1,8 @@
 """What a bundle carries to place new items from their content: the encoder and the content head.
 
-A bundle whose model can score items from content alone (VBPR, FREEDOM, BM3) holds a
-``content/`` folder::
+A bundle of a run trained with item features holds a ``content/`` folder::
 
-    content/head.safetensors   weight.<m> [D, d_m], bias [D]: the model's content head
+    content/head.safetensors   weight.<m> [D, d_m], bias [D]: the content head
                                (:class:`~lmmrec.models.content_head.ContentHead`); fill.<m> [d_m]:
                                the features of an item that lacks modality m's input
     content/encoder/           the item encoder that made the run's features, with its adapters
@@ -12,7 +11,11 @@ A bundle whose model can score items from content alone (VBPR, FREEDOM, BM3) hol
 A new item's vector is ``head(features)``, where ``features`` are the encoder's outputs for its
 text and image, with ``fill`` in place of a modality whose input it lacks: zeros, or the mean of
 the catalogue's vectors when the feature set was made with the ``mean`` policy (the rows the model
-saw for such items in training). :class:`Placer` does this in batches.
+saw for such items in training). :class:`Placer` does this in batches. The head is, by default, a
+ridge map from features to the learned item vectors fitted on the catalogue's items
+(:mod:`lmmrec.models.content_map`; any model trained with features), or, with
+``placement="model"``, the model's own content part (VBPR, FREEDOM, BM3):
+:func:`content_head_of_run`.
 
 Which encoder (:func:`content_of_run`): an end-to-end run's trained encoder (from its best
 checkpoint); for frozen and fine-tuned runs, the encoder the feature set's manifest names, built
@@ -189,28 +192,60 @@ class Placer:
             return self.part.head(self.features(texts, images)).float()
 
 
+PLACEMENTS = ("map", "model")
+
+
+def content_head_of_run(
+    config: RunConfig, trainer: Trainer, placement: str = "map"
+) -> tuple[ContentHead | None, dict[str, Any], str | None]:
+    """The head that places a run's new items, what to record of it, and why there is none.
+
+    ``map``: a ridge map from item features to the model's learned item vectors, fitted on the
+    items with training interactions (:meth:`Trainer.content_map`), which keeps new items on
+    the learned vectors' scale; any model trained with features has one. ``model``: the model's
+    own content part (VBPR, FREEDOM, BM3), whose scale its loss leaves free (BM3's new items
+    outscore every learned one on the demo shop; benchmarks/README.md).
+    """
+    from lmmrec.models.cold_start import content_head
+
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"placement {placement!r} is unknown; use one of {', '.join(PLACEMENTS)}")
+    if placement == "model":
+        head = content_head(trainer.model)
+        why = f"model {config.model!r} has no content part (ID-only); try placement map"
+        return head, {"placement": "model"}, None if head is not None else why
+    if config.features is None and config.paradigm != "end2end":
+        return None, {}, f"model {config.model!r} was trained without item features"
+    chosen = trainer.content_map()
+    record = {"placement": "map", "ridge": chosen.ridge, "selected_by": chosen.selected_by}
+    return chosen.head, record, None
+
+
 def content_of_run(
-    config: RunConfig, dataset: Dataset, trainer: Trainer, encoder: str | Path | None = None
+    config: RunConfig,
+    dataset: Dataset,
+    trainer: Trainer,
+    encoder: str | Path | None = None,
+    placement: str = "map",
 ) -> tuple[ContentPart | None, str | None]:
     """The content part of a run's bundle, or ``(None, why)`` when new items cannot be placed.
 
     Args:
         encoder: a spec or saved folder to use for a frozen or fine-tuned run's features
             (default: found from the feature set's manifest).
+        placement: ``map`` or ``model`` (:func:`content_head_of_run`).
 
     Raises:
-        ConfigError: the run's features name an encoder that cannot be found or rebuilt as it
-            was (weights hash or preprocessing differ).
+        ConfigError: an unknown placement, or the run's features name an encoder that cannot
+            be found or rebuilt as it was (weights hash or preprocessing differ).
     """
-    from lmmrec.models.cold_start import content_head
-
-    head = content_head(trainer.model)
+    head, placed, no_head = content_head_of_run(config, trainer, placement)
     if head is None:
-        return None, f"model {config.model!r} has no content part (ID-only)"
+        return None, no_head
     if config.paradigm == "end2end":
         model_encoder = trainer.step_module.encoding.encoder  # type: ignore[union-attr]
         fill = {m: torch.zeros(d) for m, d in head.dims.items()}  # ItemEncoding zeroes them
-        record = {"fill": "zeros", "source": "end-to-end run"}
+        record = {"fill": "zeros", "source": "end-to-end run"} | placed
         return ContentPart(head, fill, encoder=model_encoder, record=record), None
     features = dataset.feature_set(config.features)  # type: ignore[arg-type]
     made = features.manifest.get("encoder")
@@ -230,7 +265,7 @@ def content_of_run(
             rows = features.arrays[modality]  # [I, d_m]; the policy wrote the mean into lacking
             mean = rows[lacking][0] if lacking.any() else rows.mean(axis=0)
             fill[modality] = torch.from_numpy(np.array(mean, dtype=np.float32))
-    record = {"fill": policy, "source": f"feature set {features.name}"}
+    record = {"fill": policy, "source": f"feature set {features.name}"} | placed
     return ContentPart(head, fill, encoder=model_encoder, record=record), None
 
 
