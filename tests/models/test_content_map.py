@@ -34,18 +34,33 @@ def test_a_small_penalty_recovers_an_affine_map_on_new_items() -> None:
     torch.testing.assert_close(shrunk, targets[:50].mean(0).expand(10, -1), atol=1e-3, rtol=0)
 
 
-def test_leave_one_out_error_is_the_refit_without_each_item() -> None:
+@pytest.mark.parametrize("n", [4, 30])  # fewer items than features (the n x n Gram), more
+def test_the_head_is_the_closed_form_ridge_solution(n: int) -> None:
+    feats, targets = _items(n, seed=4)
+    targets = targets + torch.randn(n, 3, generator=torch.Generator().manual_seed(5))
+    head = fit_ridge_path(feats, targets, (2.0,)).head(2.0)
+    x = torch.cat([feats["image"], feats["text"]], dim=1).double()
+    mean, scale = x.mean(0), x.std(0)
+    z = (x - mean) / scale
+    y = targets.double()
+    weight = torch.linalg.solve(z.T @ z + 2.0 * torch.eye(6), z.T @ (y - y.mean(0)))  # [6, 3]
+    got = head(feats).double()
+    torch.testing.assert_close(got, z @ weight + y.mean(0), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [5, 12])
+def test_leave_one_out_error_is_the_refit_without_each_item(n: int) -> None:
     """The hat-matrix shortcut against refitting n times (same standardisation and centring)."""
-    feats, targets = _items(12, seed=1)
-    targets = targets + 0.5 * torch.randn(12, 3, generator=torch.Generator().manual_seed(2))
+    feats, targets = _items(n, seed=1)
+    targets = targets + 0.5 * torch.randn(n, 3, generator=torch.Generator().manual_seed(2))
     ridge = 3.0
     path = fit_ridge_path(feats, targets, (ridge,))
     x = torch.cat([feats["image"], feats["text"]], dim=1).double()
     z = (x - x.mean(0)) / x.std(0)
     y = targets.double() - targets.double().mean(0)
     errors = []
-    for i in range(12):
-        keep = torch.arange(12) != i
+    for i in range(n):
+        keep = torch.arange(n) != i
         weight = torch.linalg.solve(z[keep].T @ z[keep] + ridge * torch.eye(6), z[keep].T @ y[keep])
         errors.append(((y[i] - z[i] @ weight) ** 2).mean())
     assert path.loo_error[ridge] == pytest.approx(float(torch.stack(errors).mean()), rel=1e-9)

@@ -15,8 +15,8 @@ with ``f_i`` the item's modalities side by side, standardised on the warm items,
 item's vector :math:`W z + b` lives on the scale of the learned ones and any model trained beside
 item features can place one. The penalty trades how far new items reach into the lists (small
 :math:`\\lambda`) against how well they are ordered among themselves (large :math:`\\lambda`
-shrinks them towards the mean item); one SVD of the warm items' features gives the fit for every
-penalty, with its leave-one-out error from the hat matrix's diagonal. The fit folds the
+shrinks them towards the mean item); each penalty's fit is a Cholesky solve with the warm items'
+Gram matrix, and its leave-one-out error comes from the hat matrix's diagonal. The fit folds the
 standardisation back in, so each penalty's map is an ordinary
 :class:`~lmmrec.models.content_head.ContentHead` (what serving bundles store). Choosing the
 penalty on validation rankings is the trainer's part (:meth:`lmmrec.training.Trainer.content_map`).
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -41,29 +42,41 @@ standardised MiniLM + EfficientNet features, the choice moves from the lists' re
 order among new items (benchmarks/README.md, "New items placed by a map")."""
 
 
-@dataclass
 class RidgePath:
-    """Ridge fits of one regression for several penalties, from one SVD.
+    """Ridge fits of one regression for several penalties (made by :func:`fit_ridge_path`).
 
-    Attributes:
-        ridges: the penalties, as given.
-        loo_error: per penalty, the mean squared leave-one-out error per vector entry.
+    Each penalty's map solves its normal equations by a Cholesky factorisation of the smaller
+    Gram matrix (``d x d``, or ``n x n`` when there are fewer items than feature columns);
+    :attr:`loo_error`, needed only when no validation ranking judges the maps, is computed on
+    first use from one eigendecomposition of it. Tensors float64.
     """
 
-    ridges: tuple[float, ...]
-    loo_error: dict[float, float]
-    _modalities: dict[str, int]  # {modality: d_m}, in column order
-    _mean: torch.Tensor  # [d] feature means of the fitted items
-    _scale: torch.Tensor  # [d] their standard deviations (1 where a column is constant)
-    _target_mean: torch.Tensor  # [D]
-    _u_t_y: torch.Tensor  # [r, D] left singular vectors times the centred targets
-    _s: torch.Tensor  # [r] singular values
-    _v: torch.Tensor  # [d, r] right singular vectors
+    def __init__(
+        self,
+        ridges: tuple[float, ...],
+        modalities: dict[str, int],
+        z: torch.Tensor,
+        targets: torch.Tensor,
+        mean: torch.Tensor,
+        scale: torch.Tensor,
+    ) -> None:
+        self.ridges = tuple(ridges)
+        self._modalities = modalities  # {modality: d_m}, in column order
+        self._z = z  # [n, d] standardised features
+        self._target_mean = targets.mean(dim=0)  # [D]
+        self._centred = targets - self._target_mean  # [n, D]
+        self._mean, self._scale = mean, scale  # [d] each: how z was made from the features
+        self._primal = z.shape[1] <= z.shape[0]
+        self._gram = z.T @ z if self._primal else z @ z.T  # [d, d] or [n, n]
 
     def head(self, ridge: float) -> ContentHead:
         """The map for ``ridge`` as a :class:`ContentHead`: ``{m: [n, d_m]} -> [n, D]``."""
-        shrink = self._s / (self._s**2 + ridge)  # [r]
-        weight = (self._v * shrink) @ self._u_t_y  # [d, D] on standardised features
+        eye = torch.eye(len(self._gram), dtype=self._gram.dtype)
+        factor = torch.linalg.cholesky(self._gram + ridge * eye)
+        if self._primal:  # (Z'Z + r I) W = Z'Y
+            weight = torch.cholesky_solve(self._z.T @ self._centred, factor)  # [d, D]
+        else:  # W = Z'(ZZ' + r I)^-1 Y
+            weight = self._z.T @ torch.cholesky_solve(self._centred, factor)  # [d, D]
         weight = weight / self._scale[:, None]  # [d, D] on raw features
         bias = self._target_mean - self._mean @ weight  # [D]
         weights, start = {}, 0
@@ -72,13 +85,30 @@ class RidgePath:
             start += width
         return ContentHead(weights, bias.float())
 
+    @cached_property
+    def loo_error(self) -> dict[float, float]:
+        """Per penalty, the mean squared leave-one-out error per vector entry (the hat matrix's
+        diagonal, from one eigendecomposition shared by the penalties)."""
+        s2, vectors = torch.linalg.eigh(self._gram)
+        keep = s2 > s2.max() * 1e-12
+        s2, vectors = s2[keep], vectors[:, keep]  # [r], [d or n, r]
+        p = self._z @ vectors if self._primal else vectors * s2.sqrt()  # [n, r] = U S
+        p_t_y = p.T @ self._centred  # [r, D]
+        errors = {}
+        for ridge in self.ridges:
+            fitted = (p / (s2 + ridge)) @ p_t_y  # [n, D]
+            leverage = (p**2 / (s2 + ridge)).sum(dim=1).clamp(max=1 - 1e-9)  # [n]
+            residual = (self._centred - fitted) / (1 - leverage)[:, None]  # [n, D]
+            errors[ridge] = float((residual**2).mean())
+        return errors
+
 
 def fit_ridge_path(
     item_feats: ItemFeatures,
     targets: torch.Tensor,
     ridges: tuple[float, ...] = RIDGES,
 ) -> RidgePath:
-    """Fit ``targets [n, D] ~ W z + b`` on ``item_feats {modality: [n, d_m]}`` for every penalty
+    """Fit ``targets [n, D] ~ W z + b`` on ``item_feats {modality: [n, d_m]}`` for the penalties
     in ``ridges`` (module doc); float64 throughout.
 
     Raises:
@@ -100,18 +130,7 @@ def fit_ridge_path(
     scale = features.std(dim=0)  # [d]
     scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))
     z = (features - mean) / scale  # [n, d]
-    target_mean = targets.mean(dim=0)  # [D]
-    centred = targets - target_mean  # [n, D]
-    u, s, vt = torch.linalg.svd(z, full_matrices=False)  # [n, r], [r], [r, d]
-    u_t_y = u.T @ centred  # [r, D]
-    loo_error = {}
-    for ridge in ridges:
-        keep = s**2 / (s**2 + ridge)  # [r]
-        fitted = u @ (keep[:, None] * u_t_y)  # [n, D]
-        leverage = (u**2 * keep).sum(dim=1).clamp(max=1 - 1e-9)  # [n] hat-matrix diagonal
-        residual = (centred - fitted) / (1 - leverage)[:, None]  # [n, D] leave-one-out
-        loo_error[ridge] = float((residual**2).mean())
-    return RidgePath(tuple(ridges), loo_error, modalities, mean, scale, target_mean, u_t_y, s, vt.T)
+    return RidgePath(tuple(ridges), modalities, z, targets, mean, scale)
 
 
 @dataclass
