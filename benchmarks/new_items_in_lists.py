@@ -33,7 +33,7 @@ def main() -> None:
     print("run                        model     seed  placement  cold slots  users with one")
     for run_dir in args.runs:
         config, dataset, trainer = load_run(run_dir)
-        feats = trainer._evaluation_features()
+        feats = trainer.item_features()
         users, items = trainer.embed(feats)
         cold = torch.from_numpy(dataset.cold_items())
         placements = {"learned": items}

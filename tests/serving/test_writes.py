@@ -446,3 +446,36 @@ def test_serving_writes_beyond_loopback_without_a_token_warns(
         if warns
         else []
     )
+
+
+def test_export_places_the_catalogues_cold_items_by_the_head(tmp_path: Path) -> None:
+    """Items without training interactions get their content vectors in the bundle (their
+    learned ones were trained only as negatives); the warm items keep what the model learned."""
+    from content_fixtures import content_dataset, train_frozen
+
+    from lmmrec.data.dataset import Dataset
+    from lmmrec.data.splits import TEST
+    from lmmrec.encoders import extract_features
+    from lmmrec.serving.bundle import export_bundle
+    from planted import with_cold_items
+
+    with_cold_items(content_dataset(tmp_path / "data"), [0, 5, 10], to=TEST).save(tmp_path / "data")
+    dataset = Dataset.load(tmp_path / "data")
+    assert dataset.cold_items().nonzero()[0].tolist() == [0, 5, 10]
+    extract_features(dataset, build(ENCODER), name="tiny", num_workers=0, progress=False)
+    run_dir = train_frozen(dataset, tmp_path, "tiny")
+    bundle = Bundle.load(export_bundle(run_dir, tmp_path / "bundle"))
+    assert bundle.manifest["cold_items"] == {"count": 3, "placed_by_content": 3}
+    _, _, trainer = load_run(run_dir)
+    _, learned = trainer.embed()
+    stored = {m: t[[0, 5, 10]] for m, t in dataset.feature_set("tiny").to_tensors().items()}
+    with torch.no_grad():
+        placed = bundle.content.head(stored)  # type: ignore[union-attr]
+    vectors = torch.from_numpy(bundle.item_vecs)
+    torch.testing.assert_close(vectors[[0, 5, 10]], placed)
+    warm = torch.ones(40, dtype=torch.bool)
+    warm[[0, 5, 10]] = False
+    assert torch.equal(vectors[warm], learned[warm])
+    kept = Bundle.load(export_bundle(run_dir, tmp_path / "kept", place_cold=False))
+    assert kept.manifest["cold_items"] == {"count": 3, "placed_by_content": 0}
+    assert torch.equal(torch.from_numpy(kept.item_vecs), learned)

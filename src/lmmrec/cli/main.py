@@ -144,16 +144,22 @@ def _sorted(models: set[str] | None) -> tuple[str, ...] | None:
 
 
 def _serve_demo_run(run_dir: Path, bundle: Path) -> None:
-    """The end of the demo: one run exported as a serving bundle, and a request answered."""
+    """The end of the demo: one run exported as a serving bundle (its new items placed from
+    their content), and a request answered, new items marked."""
     from lmmrec.data.demo import load_demo
     from lmmrec.serving import Client, export_bundle
 
     export_bundle(run_dir, bundle)
-    user = str(load_demo().user_ids[0])
+    shop = load_demo()
+    new = set(shop.item_ids[shop.cold_items()].astype(str))
+    user = str(shop.user_ids[0])
     ranking = Client.open(bundle).recommend(user, k=5)
-    items = ", ".join(item.item for item in ranking.items)
+    items = ", ".join(s.item + (" (new)" if s.item in new else "") for s in ranking.items)
     console.print(f"bundle {bundle}: top 5 for user {user}: {items}")
-    console.print(f"serve it over HTTP with: lmmrec serve {bundle}")
+    console.print(
+        f"(the shop's {len(new)} new items are placed by a ridge map from their features; "
+        f"serve it over HTTP with: lmmrec serve {bundle})"
+    )
 
 
 def _paradigms_table(rows: list[DemoRow]) -> Table:

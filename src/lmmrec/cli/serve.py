@@ -31,6 +31,13 @@ def export(
             "(the model's own content part: vbpr, freedom, bm3)"
         ),
     ] = "map",
+    place_cold: Annotated[
+        bool,
+        typer.Option(
+            help="give catalogue items without training interactions their content vectors too "
+            "(the model learned theirs only as negatives)"
+        ),
+    ] = True,
 ) -> None:
     """Write a run's serving bundle (vectors, id maps, seen items, catalogue, manifest).
 
@@ -38,7 +45,9 @@ def export(
     head that place new items."""
     from lmmrec.serving import export_bundle, load_bundle
 
-    path = export_bundle(run_dir, bundle, encoder=encoder, placement=placement)
+    path = export_bundle(
+        run_dir, bundle, encoder=encoder, placement=placement, place_cold=place_cold
+    )
     manifest = load_bundle(path).manifest
     console.print(
         f"bundle {path}: {manifest['model']} on {manifest['dataset']}, "
@@ -52,6 +61,9 @@ def export(
         console.print(
             f"new items: encoded with {content['encoder']['spec']}, placed by {how} (POST /items)"
         )
+        placed = manifest.get("cold_items", {}).get("placed_by_content", 0)
+        if placed:
+            console.print(f"{placed} catalogue items without training interactions placed so too")
     else:
         console.print(f"new items cannot be added: {manifest.get('no_content')}")
 

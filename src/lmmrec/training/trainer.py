@@ -165,15 +165,16 @@ class Trainer:
         from the step module's current item features (or ``item_feats``, already taken from
         it), without gradients."""
         if item_feats is None:
-            item_feats = self._evaluation_features()
+            item_feats = self.item_features()
         self.step_module.eval()
         with torch.inference_mode(), self.runtime.autocast():
             users, items = self.model.embed(item_feats)
         self.step_module.train()
         return users.detach().float(), items.detach().float()  # BPR's embed is its parameters
 
-    def _evaluation_features(self) -> ItemFeatures:
-        """Every item's features as the step module gives them now (end to end: encoded)."""
+    def item_features(self) -> ItemFeatures:
+        """Every item's features ``{modality: [I, d_m]}`` as the step module gives them now, for
+        evaluation (end to end: encoded under inference mode; empty for ID-only runs)."""
         self.step_module.eval()
         with torch.no_grad(), self.runtime.autocast():
             item_feats = self.step_module.item_features()
@@ -185,7 +186,7 @@ class Trainer:
         of all, warm and cold items, the cold items also placed from their content alone, by
         the model's own content part (``content``) and by a ridge map fitted on the warm items
         (``mapped``, :meth:`content_map`), where the model can (:mod:`lmmrec.evaluation.pools`)."""
-        item_feats = self._evaluation_features()  # encoded once (end to end) for every use
+        item_feats = self.item_features()  # encoded once (end to end) for every use
         users, items = self.embed(item_feats)
         cold = torch.from_numpy(self.dataset.cold_items()).to(self.runtime.device)
         placements = {}
@@ -229,7 +230,7 @@ class Trainer:
         Raises:
             DataError: the model was trained without item features.
         """
-        item_feats = self._evaluation_features() if item_feats is None else item_feats
+        item_feats = self.item_features() if item_feats is None else item_feats
         users, items = self.embed(item_feats) if vectors is None else vectors
         cold_items = self.dataset.cold_items()  # [I] bool
         cold = torch.from_numpy(cold_items).to(items.device)
