@@ -101,6 +101,9 @@ def test_export_writes_the_runs_final_vectors(
     assert (loaded.seen != (everything > 0)).nnz == 0
     manifest = loaded.manifest
     assert manifest["model"] == "bpr"
+    # without features it cannot place new items, and says how it could
+    assert manifest["content"] is None and "train it with features=NAME" in manifest["no_content"]
+    assert manifest["cold_items"]["placed_by_content"] == 0
     assert manifest["dataset_hash"] == tiny_dataset.content_hash()
     assert manifest["metrics"]["test"] == pytest.approx(result.fit.test)
     # tensors are plain safetensors: readable without torch or pickles

@@ -215,7 +215,14 @@ def content_head_of_run(
         why = f"model {config.model!r} has no content part (ID-only); try placement map"
         return head, {"placement": "model"}, None if head is not None else why
     if config.features is None and config.paradigm != "end2end":
-        return None, {}, f"model {config.model!r} was trained without item features"
+        return (
+            None,
+            {},
+            (
+                f"the run of {config.model!r} has no item features; train it with features=NAME "
+                "(an ID-only model ignores them) to place new items by a map"
+            ),
+        )
     chosen = trainer.content_map()
     record = {"placement": "map", "ridge": chosen.ridge, "selected_by": chosen.selected_by}
     return chosen.head, record, None
