@@ -210,22 +210,21 @@ def content_head_of_run(
 
     if placement not in PLACEMENTS:
         raise ConfigError(f"placement {placement!r} is unknown; use one of {', '.join(PLACEMENTS)}")
-    if placement == "model":
+    if placement == "model":  # heads go to the CPU: the bundle and its placer run there
         head = content_head(trainer.model)
-        why = f"model {config.model!r} has no content part (ID-only); try placement map"
-        return head, {"placement": "model"}, None if head is not None else why
+        if head is None:
+            why = f"model {config.model!r} has no content part (ID-only); try placement map"
+            return None, {}, why
+        return head.cpu(), {"placement": "model"}, None
     if config.features is None and config.paradigm != "end2end":
-        return (
-            None,
-            {},
-            (
-                f"the run of {config.model!r} has no item features; train it with features=NAME "
-                "(an ID-only model ignores them) to place new items by a map"
-            ),
+        why = (
+            f"the run of {config.model!r} has no item features; train it with features=NAME "
+            "(an ID-only model ignores them) to place new items by a map"
         )
+        return None, {}, why
     chosen = trainer.content_map()
     record = {"placement": "map", "ridge": chosen.ridge, "selected_by": chosen.selected_by}
-    return chosen.head, record, None
+    return chosen.head.cpu(), record, None
 
 
 def content_of_run(
