@@ -161,7 +161,11 @@ def choose_content_map(
         scores = dict(path.loo_error)
         ridge = min(path.ridges, key=lambda r: (scores[r], r))
         return ContentMap(ridge, path.head(ridge), "leave-one-out error", scores)
-    heads = {ridge: path.head(ridge) for ridge in path.ridges}
-    scores = {ridge: float(score(head)) for ridge, head in heads.items()}
+    from tqdm.auto import tqdm
+
+    heads, scores = {}, {}
+    for ridge in tqdm(path.ridges, desc="content map penalties", leave=False, disable=None):
+        heads[ridge] = path.head(ridge)
+        scores[ridge] = float(score(heads[ridge]))
     ridge = max(path.ridges, key=lambda r: (scores[r], -r))
     return ContentMap(ridge, heads[ridge], name, scores)
