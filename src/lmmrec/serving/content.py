@@ -15,7 +15,7 @@ saw for such items in training). :class:`Placer` does this in batches. The head 
 ridge map from features to the learned item vectors fitted on the catalogue's items
 (:mod:`lmmrec.models.content_map`; any model trained with features), or, with
 ``placement="model"``, the model's own content part (VBPR, FREEDOM, BM3):
-:func:`content_head_of_run`.
+:func:`_content_head_of_run`.
 
 Which encoder (:func:`content_of_run`): an end-to-end run's trained encoder (from its best
 checkpoint); for frozen and fine-tuned runs, the encoder the feature set's manifest names, built
@@ -195,10 +195,11 @@ class Placer:
 PLACEMENTS = ("map", "model")
 
 
-def content_head_of_run(
+def _content_head_of_run(
     config: RunConfig, trainer: Trainer, placement: str = "map"
 ) -> tuple[ContentHead | None, dict[str, Any], str | None]:
-    """The head that places a run's new items, what to record of it, and why there is none.
+    """The head that places the new items of a run trained with item features (stored or
+    encoded end to end), what to record of it, and why there is none.
 
     ``map``: a ridge map from item features to the model's learned item vectors, fitted on the
     items with training interactions (:meth:`Trainer.content_map`), which keeps new items on
@@ -208,20 +209,12 @@ def content_head_of_run(
     """
     from lmmrec.models.cold_start import content_head
 
-    if placement not in PLACEMENTS:
-        raise ConfigError(f"placement {placement!r} is unknown; use one of {', '.join(PLACEMENTS)}")
     if placement == "model":  # heads go to the CPU: the bundle and its placer run there
         head = content_head(trainer.model)
         if head is None:
             why = f"model {config.model!r} has no content part (ID-only); try placement map"
             return None, {}, why
         return head.cpu(), {"placement": "model"}, None
-    if config.features is None and config.paradigm != "end2end":
-        why = (
-            f"the run of {config.model!r} has no item features; train it with features=NAME "
-            "(an ID-only model ignores them) to place new items by a map"
-        )
-        return None, {}, why
     chosen = trainer.content_map()
     record = {"placement": "map", "ridge": chosen.ridge, "selected_by": chosen.selected_by}
     return chosen.head.cpu(), record, None
@@ -239,24 +232,34 @@ def content_of_run(
     Args:
         encoder: a spec or saved folder to use for a frozen or fine-tuned run's features
             (default: found from the feature set's manifest).
-        placement: ``map`` or ``model`` (:func:`content_head_of_run`).
+        placement: ``map`` or ``model`` (:func:`_content_head_of_run`).
 
     Raises:
         ConfigError: an unknown placement, or the run's features name an encoder that cannot
             be found or rebuilt as it was (weights hash or preprocessing differ).
     """
-    head, placed, no_head = content_head_of_run(config, trainer, placement)
-    if head is None:
-        return None, no_head
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"placement {placement!r} is unknown; use one of {', '.join(PLACEMENTS)}")
     if config.paradigm == "end2end":
+        head, placed, no_head = _content_head_of_run(config, trainer, placement)
+        if head is None:
+            return None, no_head
         model_encoder = trainer.step_module.encoding.encoder  # type: ignore[union-attr]
         fill = {m: torch.zeros(d) for m, d in head.dims.items()}  # ItemEncoding zeroes them
         record = {"fill": "zeros", "source": "end-to-end run"} | placed
         return ContentPart(head, fill, encoder=model_encoder, record=record), None
-    features = dataset.feature_set(config.features)  # type: ignore[arg-type]
-    made = features.manifest.get("encoder")
+    if config.features is None:
+        return None, (
+            f"the run of {config.model!r} has no item features; train it with features=NAME "
+            "(an ID-only model ignores them) to place new items by a map"
+        )
+    features = dataset.feature_set(config.features)
+    made = features.manifest.get("encoder")  # the encoder first: without one, no head to fit
     if not isinstance(made, dict) or "weights_hash" not in made:
         return None, f"feature set {features.name!r} does not record the encoder that made it"
+    head, placed, no_head = _content_head_of_run(config, trainer, placement)
+    if head is None:
+        return None, no_head
     model_encoder = _feature_encoder(made, features.name, dataset, encoder)
     if model_encoder.lineage is None:  # built from its spec: saved as the spec plus buffers
         model_encoder.apply_strategy("frozen")
