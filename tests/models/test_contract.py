@@ -112,3 +112,21 @@ def test_forward_is_the_loss(name: str, tiny_dataset: Dataset) -> None:
     feats = random_features(tiny_dataset.n_items, FEATURE_DIMS)
     batch = _batch(tiny_dataset)
     assert torch.equal(model(batch, feats), model.loss(batch, feats))
+
+
+@pytest.mark.parametrize("name", names())
+def test_a_content_map_places_items_in_the_models_vector_space(
+    name: str, tiny_dataset: Dataset
+) -> None:
+    """Every model, ID-only ones included, can place items from features by a ridge map fitted
+    on its item vectors: one vector per item, the width of its item vectors, scored by its users."""
+    from lmmrec.models.content_map import choose_content_map, fit_ridge_path
+
+    model = _model(name, tiny_dataset)
+    feats = random_features(tiny_dataset.n_items, FEATURE_DIMS)
+    users, items = (v.detach() for v in model.embed(feats))
+    warm = {m: f[:30] for m, f in feats.items()}
+    mapped = choose_content_map(fit_ridge_path(warm, items[:30], (1.0, 100.0)))
+    placed = mapped.head({m: f[30:] for m, f in feats.items()})
+    assert placed.shape == (tiny_dataset.n_items - 30, items.shape[1])
+    assert torch.isfinite(users @ placed.T).all()
