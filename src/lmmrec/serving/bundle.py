@@ -251,7 +251,7 @@ def export_bundle(
     config, dataset, trainer = load_run(run_dir)
     item_feats = trainer.item_features()
     user_vecs, item_vecs = (v.cpu() for v in trainer.embed(item_feats))
-    content, no_content = content_of_run(config, dataset, trainer, encoder, placement)
+    content, no_content = content_of_run(config, dataset, trainer, encoder, placement, item_feats)
     cold = torch.from_numpy(dataset.cold_items())
     placed = int(cold.sum()) if content is not None and place_cold else 0
     if placed:

@@ -40,6 +40,7 @@ from lmmrec.encoders.base import ItemEncoder
 from lmmrec.encoders.preprocessing import ItemBatch
 from lmmrec.encoders.saved import is_saved_encoder, load_encoder, read_manifest
 from lmmrec.errors import ConfigError, DataError
+from lmmrec.models.base import ItemFeatures
 from lmmrec.models.content_head import ContentHead
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ PLACEMENTS = ("map", "model")
 
 
 def _content_head_of_run(
-    config: RunConfig, trainer: Trainer, placement: str = "map"
+    config: RunConfig, trainer: Trainer, placement: str, item_feats: ItemFeatures | None
 ) -> tuple[ContentHead | None, dict[str, Any], str | None]:
     """The head that places the new items of a run trained with item features (stored or
     encoded end to end), what to record of it, and why there is none.
@@ -215,7 +216,7 @@ def _content_head_of_run(
             why = f"model {config.model!r} has no content part (ID-only); try placement map"
             return None, {}, why
         return head.cpu(), {"placement": "model"}, None
-    chosen = trainer.content_map()
+    chosen = trainer.content_map(item_feats)
     record = {"placement": "map", "ridge": chosen.ridge, "selected_by": chosen.selected_by}
     return chosen.head.cpu(), record, None
 
@@ -226,6 +227,7 @@ def content_of_run(
     trainer: Trainer,
     encoder: str | Path | None = None,
     placement: str = "map",
+    item_feats: ItemFeatures | None = None,
 ) -> tuple[ContentPart | None, str | None]:
     """The content part of a run's bundle, or ``(None, why)`` when new items cannot be placed.
 
@@ -233,6 +235,8 @@ def content_of_run(
         encoder: a spec or saved folder to use for a frozen or fine-tuned run's features
             (default: found from the feature set's manifest).
         placement: ``map`` or ``model`` (:func:`_content_head_of_run`).
+        item_feats: every item's features as ``trainer.item_features()`` gives them, if at
+            hand (end to end, the catalogue is then not encoded again for the map).
 
     Raises:
         ConfigError: an unknown placement, or the run's features name an encoder that cannot
@@ -241,7 +245,7 @@ def content_of_run(
     if placement not in PLACEMENTS:
         raise ConfigError(f"placement {placement!r} is unknown; use one of {', '.join(PLACEMENTS)}")
     if config.paradigm == "end2end":
-        head, placed, no_head = _content_head_of_run(config, trainer, placement)
+        head, placed, no_head = _content_head_of_run(config, trainer, placement, item_feats)
         if head is None:
             return None, no_head
         model_encoder = trainer.step_module.encoding.encoder  # type: ignore[union-attr]
@@ -257,7 +261,7 @@ def content_of_run(
     made = features.manifest.get("encoder")  # the encoder first: without one, no head to fit
     if not isinstance(made, dict) or "weights_hash" not in made:
         return None, f"feature set {features.name!r} does not record the encoder that made it"
-    head, placed, no_head = _content_head_of_run(config, trainer, placement)
+    head, placed, no_head = _content_head_of_run(config, trainer, placement, item_feats)
     if head is None:
         return None, no_head
     model_encoder = _feature_encoder(made, features.name, dataset, encoder)
