@@ -53,6 +53,9 @@ def test_dry_run_lists_the_cells_only_picks(tiny_source: str, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert "4 runs (2 picked by --only) (dry run)" in result.output
     assert "seed=2" in result.output and "seed=1" not in result.output
+    result = runner.invoke(app, ["experiment", "status", str(path), "--only", "lr=5e-2"])
+    assert result.exit_code == 0, result.output
+    assert "tiny: 2 runs" in result.output
     result = runner.invoke(app, ["experiment", "run", str(path), "--only", "sede=2"])
     assert isinstance(result.exception, ConfigError)
     assert "have no 'sede'; filter by dataset, model" in str(result.exception)

@@ -26,6 +26,14 @@ VarOption = Annotated[
     list[str] | None,
     typer.Option("--var", help="NAME=VALUE for ${NAME} in the file (repeatable)"),
 ]
+OnlyOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--only",
+        help="only the cells picked by KEY=VALUE (dataset, model, encoder, paradigm, seed or a "
+        "grid key) or a run name (repeatable: one key's values are alternatives)",
+    ),
+]
 
 
 def _variables(pairs: list[str] | None) -> dict[str, str]:
@@ -58,14 +66,7 @@ def run(
     threads: Annotated[
         int | None, typer.Option(help="torch threads per run (runs x threads <= cores)")
     ] = None,
-    only: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--only",
-            help="run only the cells picked by KEY=VALUE (dataset, model, encoder, paradigm, "
-            "seed or a grid key) or a run name (repeatable: one key's values are alternatives)",
-        ),
-    ] = None,
+    only: OnlyOption = None,
 ) -> None:
     """Run every cell of the grid that has not finished (resumable; failed cells retried)."""
     from lmmrec.experiments import run_experiment
@@ -97,12 +98,12 @@ def run(
 
 
 @experiment_app.command("status")
-def status(file: FileArgument, var: VarOption = None) -> None:
+def status(file: FileArgument, var: VarOption = None, only: OnlyOption = None) -> None:
     """Done / running / interrupted / failed / pending runs, with failed runs' one-line errors."""
     from lmmrec.experiments import experiment_status
     from lmmrec.experiments.runner import state_counts
 
-    experiment, frame = experiment_status(file, _variables(var))
+    experiment, frame = experiment_status(file, _variables(var), only or ())
     console.print(_state_table(f"{experiment.name}: {len(frame)} runs", state_counts(frame)))
     unfinished = frame[frame["state"].isin(["failed", "running", "interrupted"])]
     for row in unfinished.itertuples():

@@ -500,12 +500,18 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
 
 
 def experiment_status(
-    source: str | Path | Experiment, variables: dict[str, str] | None = None
+    source: str | Path | Experiment,
+    variables: dict[str, str] | None = None,
+    only: Iterable[str] = (),
 ) -> tuple[Experiment, pd.DataFrame]:
-    """Each cell's state (done / running / interrupted / failed / pending) without running any."""
+    """Each cell's state (done / running / interrupted / failed / pending) without running any;
+    with ``only``, the cells those filters pick (:func:`select_runs`)."""
     experiment = source if isinstance(source, Experiment) else load_experiment(source, variables)
     runs = plan(experiment)
-    return experiment, results_frame(run_record(run) for run in runs)
+    picked = select_runs(runs, only, experiment.where)
+    return experiment, results_frame(
+        run_record(r) for r, keep in zip(runs, picked, strict=True) if keep
+    )
 
 
 # ----------------------------------------------------------------------------- running
