@@ -86,7 +86,9 @@ def run(
     if dry_run:
         listed = frame[result.selected] if only else frame
         picked = f" ({len(listed)} picked by --only)" if only else ""
-        console.print(f"[bold]{result.experiment.name}[/bold]: {len(frame)} runs{picked} (dry run)")
+        console.print(
+            f"[bold]{result.experiment.name}[/bold]: {_runs(len(frame))}{picked} (dry run)"
+        )
         for row in listed.itertuples():
             console.print(_run_line(row), highlight=False, soft_wrap=True)
     console.print(_state_table(f"{result.experiment.name}: runs", state_counts(frame)))
@@ -104,13 +106,17 @@ def status(file: FileArgument, var: VarOption = None, only: OnlyOption = None) -
     from lmmrec.experiments.runner import state_counts
 
     experiment, frame = experiment_status(file, _variables(var), only or ())
-    console.print(_state_table(f"{experiment.name}: {len(frame)} runs", state_counts(frame)))
+    console.print(_state_table(f"{experiment.name}: {_runs(len(frame))}", state_counts(frame)))
     unfinished = frame[frame["state"].isin(["failed", "running", "interrupted"])]
     for row in unfinished.itertuples():
         line = _run_line(row)
         if row.state == "failed":
             line += f"\n    {row.error}"
         console.print(line, highlight=False, soft_wrap=True)
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
 
 
 def _text(value: object) -> str:
