@@ -6,8 +6,10 @@ hold a cold item (:meth:`lmmrec.data.dataset.Dataset.cold_items`) and the share 
 least one: with the cold items' learned vectors, and with the cold items placed from their
 features by the model's own content part (``content``; VBPR, FREEDOM, BM3) and by the run's ridge
 map (``mapped``; any run trained with features, :meth:`lmmrec.training.Trainer.content_map`), as a
-service placing new items so would rank them. Prints one line per run and placement
-(benchmarks/README.md, "The new items of the demo shop", "New items placed by a map").
+service placing new items so would rank them; beside them, the test users' mean score of the
+cold items so placed and of the warm items (learned vectors), which shows the two scales. Prints
+one line per run and placement (benchmarks/README.md, "The new items of the demo shop", "New
+items placed by a map").
 
 Usage:
     python benchmarks/new_items_in_lists.py RUN_DIR [RUN_DIR ...] [--k 20]
@@ -30,7 +32,10 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
     parser.add_argument("--k", type=int, default=20, help="list length K")
     args = parser.parse_args()
-    print("run                        model     seed  placement  cold slots  users with one")
+    print(
+        "run                        model     seed  placement  cold slots  users with one"
+        "  mean score cold  mean score warm"
+    )
     for run_dir in args.runs:
         config, dataset, trainer = load_run(run_dir)
         feats = trainer.item_features()
@@ -48,12 +53,16 @@ def main() -> None:
                 placements["mapped"][cold] = trainer.content_map(feats).head(cold_feats)
         test_users = torch.from_numpy((dataset.test.getnnz(axis=1) > 0).nonzero()[0])
         seen = dataset.train[test_users.numpy()]
+        queries = users[test_users]  # [R, D]
+        warm_score = float((queries @ items[~cold].T).mean())
         for name, vectors in placements.items():
-            top = Ranker(vectors).top_k(users[test_users], args.k, seen=seen)
+            top = Ranker(vectors).top_k(queries, args.k, seen=seen)
             in_list = cold[top.items]  # [R, K]
+            cold_score = float((queries @ vectors[cold].T).mean())
             print(
                 f"{run_dir.name:26s} {config.model:9s} {config.train.seed:4d}  {name:9s} "
                 f"{in_list.float().mean():10.4f}  {in_list.any(dim=1).float().mean():14.3f}"
+                f"  {cold_score:15.3f}  {warm_score:15.3f}"
             )
 
 

@@ -133,8 +133,9 @@ def pool_table(
     Every run directory of a row is evaluated from its best checkpoint once
     (``evaluate_run_pools(cached=True)``, a ``pools.json`` beside it; progress shown); a run that
     cannot be (its dataset moved, say) is left out of the means, its one-line error appended to
-    ``problems``. Columns: the group, one per :data:`POOL_COLUMNS` entry (NaN where a model has
-    no content part) and ``items.<pool>``; ``None`` when no test interaction is with a cold item.
+    ``problems``. Columns: the group, one per :data:`POOL_COLUMNS` entry (NaN where a run has
+    no such placement: no content part, or no features to map) and ``items.<pool>``; ``None``
+    when no test interaction is with a cold item.
     """
     from tqdm.auto import tqdm
 

@@ -2,7 +2,7 @@
 
 A model's own content part (:mod:`lmmrec.models.cold_start`) places a new item by the weights its
 loss trained, but on a scale nothing ties to its learned vectors': on the demo shop BM3's
-content-only scores are about 100 times its learned ones (a new item tops every list) and
+content-only scores are 85 to 103 times its learned ones (a new item tops every list) and
 FREEDOM's mostly negative (a new item never shows), and ID-only models (BPR, LightGCN) have no
 content part at all. Following Gantner et al., "Learning Attribute-to-Feature Mappings for
 Cold-Start Recommendations" (ICDM 2010), :func:`fit_ridge_path` instead regresses the learned

@@ -248,8 +248,8 @@ def evaluate_run_pools(
     missing = [split for split in splits if split not in stored]
     if missing:
         _, _, trainer = load_run(run_dir)
-        for split in missing:
-            stored[split] = [asdict(result) for result in trainer.evaluate_pools(split)]
+        for split, results in trainer.evaluate_pools_of(tuple(missing)).items():
+            stored[split] = [asdict(result) for result in results]
         if cached:
             record = {"best": stamp, "version": POOLS_VERSION, "splits": stored}
             write_json(run_dir / POOLS, record)

@@ -186,7 +186,12 @@ class Trainer:
         of all, warm and cold items, the cold items also placed from their content alone, by
         the model's own content part (``content``) and by a ridge map fitted on the warm items
         (``mapped``, :meth:`content_map`), where the model can (:mod:`lmmrec.evaluation.pools`)."""
-        item_feats = self.item_features()  # encoded once (end to end) for every use
+        return self.evaluate_pools_of((split,))[split]
+
+    def evaluate_pools_of(self, splits: tuple[str, ...]) -> dict[str, list[PoolResult]]:
+        """:meth:`evaluate_pools` of each of ``splits``, with the catalogue encoded (end to end)
+        and the cold items placed once for all of them."""
+        item_feats = self.item_features()
         users, items = self.embed(item_feats)
         cold = torch.from_numpy(self.dataset.cold_items()).to(self.runtime.device)
         placements = {}
@@ -198,15 +203,18 @@ class Trainer:
             if item_feats:
                 mapped = self.content_map(item_feats, (users, items))
                 placements["mapped"] = mapped.head.to(self.runtime.device)(cold_feats)
-        results = evaluate_pools(
-            self.dataset,
-            split,
-            users,
-            items,
-            placements,
-            mask_valid_at_test=split == "test" and self.config.mask_valid_at_test,
-            **self._evaluator_args,
-        )
+        results = {
+            split: evaluate_pools(
+                self.dataset,
+                split,
+                users,
+                items,
+                placements,
+                mask_valid_at_test=split == "test" and self.config.mask_valid_at_test,
+                **self._evaluator_args,
+            )
+            for split in splits
+        }
         release_freed_memory()
         return results
 
